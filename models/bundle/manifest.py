@@ -1,0 +1,162 @@
+"""The bundle manifest: the one contract between the converter, the fleet server and the agent.
+
+``manifest.json`` describes everything a device needs to run a model without guessing: the
+format and runtime, the typed I/O signature with quantization parameters (so a client can always
+send float), the files with their hashes, and the figures the converter measured. It is signed as
+canonical JSON (``canonical_bytes``), so the same manifest always signs to the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hw_profiles.schema import ModelFormat, Precision, RuntimeName
+from models.versioning import parse_version
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
+REFERENCE_STATS_NAME = "reference_stats.json"
+GOLDEN_NAME = "golden.npz"
+RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
+
+TensorDType = Literal["float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"]
+Layout = Literal["NCHW", "NHWC", "NC", "NLC", "ANY"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class QuantParams(_Strict):
+    """Affine quantization of a tensor: ``real = scale * (q - zero_point)``."""
+
+    scale: float = Field(gt=0)
+    zero_point: int
+    dtype: Literal["int8", "uint8", "int16"]
+
+
+class TensorSpec(_Strict):
+    name: str = Field(min_length=1)
+    dtype: TensorDType = Field(description="The dtype the model itself takes or gives.")
+    shape: list[int] = Field(description="-1 marks a dynamic dimension.")
+    layout: Layout = "ANY"
+    quantization: QuantParams | None = Field(
+        default=None, description="Set when the model's tensor is integer but the client speaks float."
+    )
+
+    @field_validator("shape")
+    @classmethod
+    def _dims(cls, shape: list[int]) -> list[int]:
+        if any(d < -1 or d == 0 for d in shape):
+            raise ValueError(f"shape {shape}: each dimension is positive, or -1 for dynamic")
+        return shape
+
+    @property
+    def client_dtype(self) -> str:
+        """What a client sends or receives by default: float32 for quantized tensors."""
+        return "float32" if self.quantization is not None else self.dtype
+
+    @property
+    def has_dynamic_batch(self) -> bool:
+        return bool(self.shape) and self.shape[0] == -1
+
+
+class FileEntry(_Strict):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    role: Literal["model", "weights", "reference_stats", "golden", "extra"] = "model"
+
+
+class RuntimeSpec(_Strict):
+    name: RuntimeName
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Preprocessing(_Strict):
+    """What the client must do to raw data before it becomes the model's input."""
+
+    scale: float | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    description: str = ""
+
+
+class GoldenSpec(_Strict):
+    file: str = GOLDEN_NAME
+    atol: float = Field(ge=0)
+    rtol: float = Field(ge=0)
+    min_top1_agreement: float = Field(default=1.0, ge=0, le=1)
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=128)
+    version: str = Field(description="Semantic version, e.g. 1.4.0.")
+    profile: str
+    format: ModelFormat
+    precision: Precision
+    runtime: RuntimeSpec
+    model_file: str = Field(description="The entry point among ``files`` that the runtime loads.")
+    inputs: list[TensorSpec] = Field(min_length=1)
+    outputs: list[TensorSpec] = Field(min_length=1)
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    files: dict[str, FileEntry] = Field(min_length=1)
+    golden: GoldenSpec | None = None
+    validation: dict[str, Any] = Field(default_factory=dict)
+    benchmark: dict[str, Any] = Field(default_factory=dict)
+    reference_stats: str | None = Field(default=None, description="File name of the frozen drift bins.")
+    min_agent_version: str = "0.1.0"
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    labels: dict[str, str] = Field(default_factory=dict, description="Free-form metadata.")
+
+    @field_validator("version", "min_agent_version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        parse_version(value)
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _no_reserved(cls, files: dict[str, FileEntry]) -> dict[str, FileEntry]:
+        clash = sorted(RESERVED_NAMES & files.keys())
+        if clash:
+            raise ValueError(f"files may not list {clash}: those names are reserved for the bundle itself")
+        return files
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Manifest:
+        if self.model_file not in self.files:
+            raise ValueError(f"model_file {self.model_file!r} is not listed in files")
+        for optional in (self.reference_stats, self.golden.file if self.golden else None):
+            if optional is not None and optional not in self.files:
+                raise ValueError(f"{optional!r} is referenced but not listed in files")
+        names = [t.name for t in self.inputs] + [t.name for t in self.outputs]
+        if len(names) != len(set(names)):
+            raise ValueError(f"tensor names must be unique across inputs and outputs: {names}")
+        return self
+
+    def canonical_bytes(self) -> bytes:
+        """The exact bytes that are signed: sorted keys, no whitespace, UTF-8."""
+        return canonical_json(self.model_dump(mode="json"))
+
+    def input(self, name: str) -> TensorSpec:
+        return _by_name(self.inputs, name)
+
+    def output(self, name: str) -> TensorSpec:
+        return _by_name(self.outputs, name)
+
+
+def canonical_json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _by_name(specs: list[TensorSpec], name: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no tensor named {name!r}; known: {[s.name for s in specs]}")
