@@ -27,9 +27,9 @@ class CLIError(Exception):
 
 def fail(message: str, *, hint: str | None = None, exit_code: int = 1) -> NoReturn:
     """Print an error (and what to do about it) to stderr and exit with ``exit_code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     if hint:
-        err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
+        err_console.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=exit_code)
 
 
