@@ -9,10 +9,13 @@ import re
 from dataclasses import dataclass
 from functools import total_ordering
 
+# The regular expression from semver.org. re.ASCII keeps \d to 0-9 (not every Unicode digit), and
+# it is applied with fullmatch: '$' alone would accept a trailing newline.
 _SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
+    re.ASCII,
 )
 
 
@@ -53,12 +56,19 @@ class Version:
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def __lt__(self, other: Version) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
         return self._key() < other._key()
+
+    @property
+    def is_prerelease(self) -> bool:
+        return bool(self.prerelease)
 
 
 def parse_version(text: str) -> Version:
-    match = _SEMVER.match(text.strip()) if isinstance(text, str) else None
+    """Parse a SemVer 2.0.0 string exactly (no 'v' prefix, no surrounding spaces)."""
+    match = _SEMVER.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise VersionError(f"{text!r} is not a semantic version such as 1.2.0 or 2.0.0-rc.1")
     major, minor, patch, pre, build = match.groups()

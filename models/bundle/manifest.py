@@ -9,20 +9,29 @@ canonical JSON (``canonical_bytes``), so the same manifest always signs to the s
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hw_profiles.schema import ModelFormat, Precision, RuntimeName
 from models.versioning import parse_version
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 REFERENCE_STATS_NAME = "reference_stats.json"
 GOLDEN_NAME = "golden.npz"
 RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
+
+# Member names are deliberately narrow: plain relative paths whose segments use letters, digits
+# and '._+-'. That rules out traversal ('..'), absolute and drive paths, backslashes, control
+# characters and Unicode look-alikes on every platform the agent runs on, before any I/O.
+MAX_MEMBER_NAME_LENGTH = 255
+MAX_MEMBER_DEPTH = 8
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 
 TensorDType = Literal["float32", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"]
 Layout = Literal["NCHW", "NHWC", "NC", "NLC", "ANY"]
@@ -66,10 +75,13 @@ class TensorSpec(_Strict):
         return bool(self.shape) and self.shape[0] == -1
 
 
+FileRole = Literal["model", "weights", "reference_stats", "golden", "extra"]
+
+
 class FileEntry(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(ge=0)
-    role: Literal["model", "weights", "reference_stats", "golden", "extra"] = "model"
+    role: FileRole = "model"
 
 
 class RuntimeSpec(_Strict):
@@ -126,6 +138,13 @@ class Manifest(_Strict):
         clash = sorted(RESERVED_NAMES & files.keys())
         if clash:
             raise ValueError(f"files may not list {clash}: those names are reserved for the bundle itself")
+        for name in files:
+            problem = member_name_problem(name)
+            if problem is not None:
+                raise ValueError(f"file name {name!r} {problem}")
+        conflict = member_names_conflict(files)
+        if conflict is not None:
+            raise ValueError(conflict)
         return files
 
     @model_validator(mode="after")
@@ -149,6 +168,46 @@ class Manifest(_Strict):
 
     def output(self, name: str) -> TensorSpec:
         return _by_name(self.outputs, name)
+
+
+def member_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a safe bundle member name, or None when it is."""
+    if not name:
+        return "is empty"
+    if "\\" in name:
+        return "contains a backslash"
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        return "is an absolute path"
+    segments = name.split("/")
+    if ".." in segments:
+        return "climbs out of the bundle ('..')"
+    if any(segment in ("", ".") for segment in segments):
+        return "is not a normalised relative path (empty or '.' segment)"
+    if len(name) > MAX_MEMBER_NAME_LENGTH or len(segments) > MAX_MEMBER_DEPTH:
+        return f"is longer than {MAX_MEMBER_NAME_LENGTH} characters or deeper than {MAX_MEMBER_DEPTH} levels"
+    if not all(_SEGMENT.fullmatch(segment) for segment in segments):
+        return "uses characters other than letters, digits, '._+-' and '/'"
+    return None
+
+
+def member_names_conflict(names: Iterable[str]) -> str | None:
+    """Why a set of safe names cannot be extracted side by side, or None when they can.
+
+    Two names that differ only in case overwrite each other on case-insensitive file systems, and
+    a name that is also a directory of another ('a' and 'a/b') cannot both exist.
+    """
+    folded: dict[str, str] = {}
+    for name in names:
+        previous = folded.setdefault(name.casefold(), name)
+        if previous != name:
+            return f"file names {previous!r} and {name!r} differ only in case"
+    for name in folded:
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            directory = "/".join(parts[:depth])
+            if directory in folded:
+                return f"{folded[directory]!r} is both a file and a directory of {folded[name]!r}"
+    return None
 
 
 def canonical_json(data: Any) -> bytes:
