@@ -1,0 +1,125 @@
+"""Checking a request against the model's inputs, and turning it into what the model takes.
+
+Pure functions over numpy arrays and ``TensorSpec``: every message names the input, what the
+model expects and what it got, because these are the errors a client sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edge_agent.runtimes.base import quantize
+from edge_agent.runtimes.errors import InvalidInput
+from models.bundle.manifest import QuantParams, TensorSpec
+
+
+def prepare_feeds(
+    specs: Sequence[TensorSpec], feeds: Mapping[str, Any], *, raw: bool, batch_loop: bool = False
+) -> tuple[dict[str, np.ndarray], int | None]:
+    """Check names, dtypes and shapes; quantize float feeds of quantized inputs unless ``raw``.
+
+    Returns the feeds in the model's dtypes (C-contiguous) and the batch size (the first
+    dimension the feeds agree on; ``None`` for a model whose inputs are scalars). With
+    ``batch_loop`` the caller will run the samples one by one, so an input with a static batch
+    of 1 accepts any batch, and every input must then carry the same batch.
+    """
+    expected = [spec.name for spec in specs]
+    unknown = sorted(set(feeds) - set(expected))
+    if unknown:
+        raise InvalidInput(
+            f"unknown input(s) {unknown}; the model takes {expected}",
+            hint="name each feed after one of the model's inputs",
+        )
+    missing = [name for name in expected if name not in feeds]
+    if missing:
+        raise InvalidInput(
+            f"missing input(s) {missing}; the model takes {expected}", hint="send a value for every input"
+        )
+    prepared = {spec.name: prepare_feed(spec, feeds[spec.name], raw=raw) for spec in specs}
+    batches = {spec.name: prepared[spec.name].shape[0] for spec in specs if prepared[spec.name].ndim > 0}
+    if batch_loop and len(set(batches.values())) > 1:
+        raise InvalidInput(
+            f"the inputs carry different batch sizes {batches}",
+            hint="send the same number of samples in every input",
+        )
+    return prepared, (next(iter(batches.values())) if batches else None)
+
+
+def prepare_feed(spec: TensorSpec, value: Any, *, raw: bool) -> np.ndarray:
+    """One input: coerce the dtype (quantizing when asked) and check the shape."""
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    check_shape(spec, array.shape)
+    converted = coerce_dtype(spec, array, raw=raw)
+    return np.ascontiguousarray(converted)
+
+
+def check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
+    """Rank must match; so must every fixed dimension but a static batch of 1 (run sample by sample)."""
+    expected = spec.shape
+    if len(shape) != len(expected):
+        raise InvalidInput(
+            f"input {spec.name!r}: expected rank {len(expected)} {_shape_text(expected)}, "
+            f"got rank {len(shape)} {list(shape)}",
+            hint="reshape the feed to the model's input shape",
+        )
+    for axis, (want, got) in enumerate(zip(expected, shape, strict=True)):
+        if got == 0:
+            raise InvalidInput(
+                f"input {spec.name!r}: dimension {axis} is empty in {list(shape)}",
+                hint="send at least one sample",
+            )
+        batch_of_one = axis == 0 and want == 1
+        if want not in (-1, got) and not batch_of_one:
+            raise InvalidInput(
+                f"input {spec.name!r}: expected shape {_shape_text(expected)}, got {list(shape)} "
+                f"(dimension {axis} must be {want})",
+                hint="reshape or resize the feed to the model's input shape",
+            )
+
+
+def coerce_dtype(spec: TensorSpec, array: np.ndarray, *, raw: bool) -> np.ndarray:
+    """The feed in the model's dtype, or an ``InvalidInput`` saying what to send instead."""
+    target = np.dtype(spec.dtype)
+    if spec.quantization is not None and not raw:
+        if array.dtype.kind != "f":
+            raise InvalidInput(
+                f"input {spec.name!r} takes float32 (quantized inside to {spec.dtype}), got {array.dtype}",
+                hint=f"send float32, or pass raw=True with {spec.dtype} values",
+            )
+        return _quantize_checked(spec.name, array, spec.quantization)
+    if array.dtype == target:
+        return array
+    if target.kind == "f" and array.dtype.kind == "f":
+        return array.astype(target)
+    if target.kind in "iu" and array.dtype.kind in "iu" and _fits(array, target):
+        return array.astype(target)
+    raw_note = " (raw=True sends the model's integers unchanged)" if spec.quantization is not None else ""
+    raise InvalidInput(
+        f"input {spec.name!r}: expected {spec.dtype}, got {array.dtype}{raw_note}",
+        hint=f"convert the feed to {spec.client_dtype if not raw else spec.dtype}",
+    )
+
+
+def _quantize_checked(name: str, array: np.ndarray, params: QuantParams) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise InvalidInput(
+            f"input {name!r} holds NaN or infinite values, which cannot be quantized to {params.dtype}",
+            hint="replace them before sending",
+        )
+    return quantize(array, params)
+
+
+def _fits(array: np.ndarray, target: np.dtype[Any]) -> bool:
+    if np.can_cast(array.dtype, target, casting="safe"):
+        return True
+    if array.size == 0:
+        return True
+    info = np.iinfo(target)
+    return bool(array.min() >= info.min and array.max() <= info.max)
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join("?" if d == -1 else str(d) for d in shape) + "]"
