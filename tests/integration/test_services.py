@@ -1,4 +1,4 @@
-"""The test infrastructure itself: a private Mosquitto that stops and restarts, and fresh PostgreSQL databases."""
+"""The test infrastructure itself: a private Mosquitto that restarts, and fresh PostgreSQL databases."""
 
 from __future__ import annotations
 
