@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from edgefleet import __version__
-from edgefleet.cli import bundle, demo, keys, profiles
+from edgefleet.cli import bundle, demo, devices, keys, models_cmd, profiles, server, tokens
 
 app = typer.Typer(
     name="edgefleet",
@@ -21,6 +21,11 @@ app = typer.Typer(
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(keys.app, name="keys")
 app.add_typer(bundle.app, name="bundle")
+app.add_typer(server.app, name="server")
+app.add_typer(devices.app, name="devices")
+app.add_typer(models_cmd.app, name="models")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(tokens.audit_app, name="audit")
 app.command(name="demo")(demo.demo)
 
 
