@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from edgefleet import __version__
-from edgefleet.cli import bundle, demo, devices, keys, models_cmd, profiles, server, tokens
+from edgefleet.cli import agent, bundle, demo, devices, keys, models_cmd, profiles, server, tokens
 
 app = typer.Typer(
     name="edgefleet",
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(keys.app, name="keys")
 app.add_typer(bundle.app, name="bundle")
+app.add_typer(agent.app, name="agent")
 app.add_typer(server.app, name="server")
 app.add_typer(devices.app, name="devices")
 app.add_typer(models_cmd.app, name="models")
