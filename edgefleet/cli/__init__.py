@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from edgefleet import __version__
-from edgefleet.cli import agent, bundle, demo, devices, keys, models_cmd, profiles, server, tokens
+from edgefleet.cli import agent, bundle, convert, demo, devices, keys, models_cmd, profiles, server, tokens
 
 app = typer.Typer(
     name="edgefleet",
@@ -27,6 +27,7 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(tokens.audit_app, name="audit")
+app.command(name="convert")(convert.convert)
 app.command(name="demo")(demo.demo)
 
 

@@ -1,0 +1,287 @@
+"""ONNX: export from PyTorch (or normalise an ONNX source), then fp16, static int8 QDQ, dynamic int8.
+
+The fp32 export is the base every ONNX and OpenVINO artifact starts from. Static int8 follows
+ONNX Runtime's recipe: ``quant_pre_process`` (shape inference and graph clean-up), then
+``quantize_static`` in QDQ format, per channel, with the calibration method of the attempt.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.artifacts import Artifact
+from converter.data import Dataset
+from converter.errors import ConversionError, describe_failure, unsupported_operator
+from converter.planning import Attempt, CalibrationMethod
+from converter.quiet import quiet
+from converter.signature import concrete_shape
+from converter.sources import SourceModel
+from hw_profiles.schema import ModelFormat, Precision, QuantizationConstraints
+
+MODEL_FILE = "model.onnx"
+DEFAULT_OPSET = 18
+# protobuf cannot serialise a message over 2 GiB; bigger models keep their weights in a sidecar.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+_HINT_UNSUPPORTED = (
+    "replace or rewrite that layer, or export the model to ONNX yourself (with a custom translation) "
+    "and convert the .onnx file"
+)
+
+
+def export_onnx(
+    source: SourceModel, directory: Path, *, batch: int | None, opset: int = DEFAULT_OPSET
+) -> Path:
+    """Write the fp32 ONNX model for ``source`` as ``directory/model.onnx`` (``batch=None``: dynamic)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / MODEL_FILE
+    if source.onnx_path is not None:
+        _normalise_onnx(source.onnx_path, path, batch)
+    else:
+        _export_torch(source, path, batch, opset)
+    return path
+
+
+def onnx_files(directory: Path) -> dict[str, Any]:
+    """The files of an ONNX model in ``directory``: the model and, when present, its external data."""
+    files: dict[str, Any] = {MODEL_FILE: "model"}
+    for sidecar in sorted(directory.glob(f"{MODEL_FILE}.data")):
+        files[sidecar.name] = "weights"
+    return files
+
+
+def build_onnx_variant(
+    base: Path,
+    attempt: Attempt,
+    directory: Path,
+    calibration: Dataset,
+    constraints: QuantizationConstraints,
+) -> Artifact:
+    """The ONNX artifact for ``attempt`` (fp32, fp16, int8 with a calibration method, int8-dynamic)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / MODEL_FILE
+    with quiet():
+        try:
+            if attempt.precision is Precision.FP32:
+                _copy_onnx(base, directory)
+            elif attempt.precision is Precision.FP16:
+                _to_fp16(base, out)
+            elif attempt.precision is Precision.INT8:
+                _quantize_static(base, out, calibration, attempt.calibration, constraints, directory)
+            else:
+                _quantize_dynamic(base, out, constraints)
+        except ConversionError:
+            raise
+        except Exception as exc:
+            raise ConversionError(
+                f"building {attempt.label} failed: {describe_failure(exc)}",
+                step="quantize",
+                format=ModelFormat.ONNX.value,
+                hint="try another precision with --precision, or a different calibration set",
+            ) from exc
+    return Artifact(attempt=attempt, directory=directory, model_file=MODEL_FILE, files=onnx_files(directory))
+
+
+# --- fp32 export --------------------------------------------------------------------------------
+
+
+def _export_torch(source: SourceModel, path: Path, batch: int | None, opset: int) -> None:
+    import torch
+
+    sample_batch = 2 if batch is None else batch
+    args = tuple(torch.from_numpy(np.zeros(concrete_shape(s, sample_batch), s.dtype)) for s in source.inputs)
+    input_names = [s.name for s in source.inputs]
+    output_names = [s.name for s in source.outputs]
+    big = _parameter_bytes(source.module) > EXTERNAL_DATA_THRESHOLD
+    failures: list[BaseException] = []
+    with quiet() as captured:
+        if not isinstance(source.module, torch.jit.ScriptModule):
+            try:
+                dim = torch.export.Dim("batch", min=1)
+                torch.onnx.export(
+                    source.module,
+                    args,
+                    str(path),
+                    dynamo=True,
+                    external_data=big,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamic_shapes=None if batch is not None else tuple({0: dim} for _ in args),
+                    optimize=True,
+                    verbose=False,
+                )
+                return
+            except Exception as exc:  # the dynamo exporter is strict; the TorchScript one may still work
+                failures.append(exc)
+        try:
+            torch.onnx.export(
+                source.module,
+                args,
+                str(path),
+                dynamo=False,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=min(opset, 17),
+                dynamic_axes=None
+                if batch is not None
+                else {n: {0: "batch"} for n in input_names + output_names},
+            )
+        except Exception as exc:
+            failures.append(exc)
+            details = [describe_failure(f) for f in failures]
+            op = unsupported_operator(" ".join(str(f) for f in failures) + captured.text())
+            raise ConversionError(
+                f"torch.onnx.export cannot translate {op}"
+                if op
+                else f"torch.onnx.export failed: {details[-1]}",
+                step="export",
+                format=ModelFormat.ONNX.value,
+                hint=(f"{op} has no ONNX translation: " if op else "") + _HINT_UNSUPPORTED,
+            ) from exc
+
+
+def _normalise_onnx(source: Path, path: Path, batch: int | None) -> None:
+    import onnx
+
+    model = onnx.load(str(source), load_external_data=True)
+    if batch is not None:
+        for value in [*model.graph.input, *model.graph.output]:
+            dims = value.type.tensor_type.shape.dim
+            if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+                dims[0].Clear()
+                dims[0].dim_value = batch
+    save_onnx(model, path)
+
+
+def save_onnx(model: Any, path: Path) -> None:
+    """Save as one file, or with a ``model.onnx.data`` sidecar when protobuf's 2 GiB limit requires."""
+    import onnx
+
+    for stale in path.parent.glob(f"{path.name}.data"):
+        stale.unlink()
+    if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{path.name}.data",
+        )
+    else:
+        onnx.save_model(model, str(path))
+
+
+def _copy_onnx(base: Path, directory: Path) -> None:
+    for name in onnx_files(base.parent):
+        shutil.copyfile(base.parent / name, directory / name)
+
+
+# --- variants -----------------------------------------------------------------------------------
+
+
+def _to_fp16(base: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(base), load_external_data=True)
+    # Keep float32 I/O: clients send float32, the first and last ops cast.
+    save_onnx(convert_float_to_float16(model, keep_io_types=True), out)
+
+
+_ORT_METHODS = {
+    CalibrationMethod.MINMAX: "MinMax",
+    CalibrationMethod.ENTROPY: "Entropy",
+    CalibrationMethod.PERCENTILE: "Percentile",
+}
+
+
+def _quantize_static(
+    base: Path,
+    out: Path,
+    calibration: Dataset,
+    method: CalibrationMethod | None,
+    constraints: QuantizationConstraints,
+    directory: Path,
+) -> None:
+    from onnxruntime.quantization import CalibrationMethod as OrtMethod
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in _ORT_METHODS:
+        raise ConversionError(
+            f"ONNX Runtime has no {method} calibration",
+            step="quantize",
+            format=ModelFormat.ONNX.value,
+            hint=f"use one of {', '.join(m.value for m in _ORT_METHODS)}",
+        )
+    prepared = directory / "preprocessed.onnx"
+    try:
+        quant_pre_process(str(base), str(prepared), skip_symbolic_shape=True)
+    except Exception:  # pre-processing only helps: quantize the model as it is
+        shutil.copyfile(base, prepared)
+    try:
+        quantize_static(
+            str(prepared),
+            str(out),
+            _Reader(calibration, _static_batch(base)),
+            quant_format=QuantFormat.QDQ,
+            per_channel=constraints.per_channel,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=getattr(OrtMethod, _ORT_METHODS[method]),
+            use_external_data_format=base.with_name(f"{base.name}.data").exists(),
+            extra_options={
+                "ActivationSymmetric": constraints.symmetric_activations,
+                "WeightSymmetric": constraints.symmetric_weights,
+            },
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def _quantize_dynamic(base: Path, out: Path, constraints: QuantizationConstraints) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(base),
+        str(out),
+        per_channel=constraints.per_channel,
+        weight_type=QuantType.QInt8,
+        use_external_data_format=base.with_name(f"{base.name}.data").exists(),
+    )
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol over a Dataset."""
+
+    def __init__(self, data: Dataset, batch: int | None) -> None:
+        self._batches: Iterator[dict[str, np.ndarray]] = data.batches(batch or 32)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:  # part of the protocol; each reader is used once
+        return None
+
+
+def _static_batch(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return int(dims[0].dim_value)
+    return None
+
+
+def _parameter_bytes(module: Any) -> int:
+    try:
+        return sum(p.numel() * p.element_size() for p in module.parameters())
+    except Exception:
+        return 0

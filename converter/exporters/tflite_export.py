@@ -1,0 +1,291 @@
+"""TFLite from PyTorch (litert-torch) or Keras (TFLiteConverter): fp32, fp16, static and dynamic int8.
+
+Every route wraps the model so the TFLite signature carries the model's own input and output
+names (``input`` → ``logits``) instead of ``args_0``/``output_0``. From PyTorch, static int8 uses
+PT2E (``prepare_pt2e``, calibrate, ``convert_pt2e``), which gives int8 weights, activations,
+inputs and outputs; the session dequantizes for float clients. From Keras, static int8 is
+TFLiteConverter's post-training quantization with a representative dataset (float I/O, or int8
+I/O when the profile needs full-integer models). fp16 and dynamic int8 rewrite the fp32 model's
+weights with ai-edge-quantizer, whatever the source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.artifacts import Artifact
+from converter.data import Dataset
+from converter.errors import ConversionError, describe_failure, unsupported_operator
+from converter.planning import Attempt, CalibrationMethod, SourceKind
+from converter.quiet import quiet
+from converter.signature import concrete_shape
+from converter.sources import SourceModel
+from hw_profiles.schema import ModelFormat, Precision, QuantizationConstraints
+
+MODEL_FILE = "model.tflite"
+_FORMAT = ModelFormat.TFLITE.value
+
+
+def export_tflite(source: SourceModel, directory: Path, *, batch: int) -> Path:
+    """Write the fp32 ``directory/model.tflite``: the base for fp16 and int8-dynamic (and an op check)."""
+    _require_buildable(source)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / MODEL_FILE
+    if source.kind is SourceKind.KERAS:
+        _run_step("export", "fp32", lambda: _keras_to_tflite(source, out, batch))
+    else:
+        _run_step("export", "fp32", lambda: _export_float(source, _sample(source, batch), out))
+    return out
+
+
+def build_tflite_variant(
+    source: SourceModel,
+    base: Path,
+    attempt: Attempt,
+    directory: Path,
+    calibration: Dataset,
+    constraints: QuantizationConstraints,
+    *,
+    batch: int,
+) -> Artifact:
+    """The TFLite artifact for ``attempt``: static int8 comes from the source, the rest from ``base``."""
+    _require_buildable(source)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / MODEL_FILE
+    if attempt.precision is Precision.INT8 and source.kind is SourceKind.KERAS:
+        _run_step(
+            "quantize",
+            attempt.label,
+            lambda: _keras_to_tflite(source, out, batch, calibration=calibration, constraints=constraints),
+        )
+    elif attempt.precision is Precision.INT8:
+        sample = _sample(source, batch)
+        _run_step(
+            "quantize",
+            attempt.label,
+            lambda: _export_pt2e_int8(source, sample, out, calibration, attempt.calibration, constraints),
+        )
+    elif attempt.precision is Precision.FP32:
+        shutil.copyfile(base, out)
+    else:
+        _run_step("quantize", attempt.label, lambda: _rewrite_weights(base, out, attempt.precision))
+    return Artifact(attempt=attempt, directory=directory, model_file=MODEL_FILE, files={MODEL_FILE: "model"})
+
+
+def _require_buildable(source: SourceModel) -> None:
+    if source.kind not in (SourceKind.TORCH, SourceKind.KERAS) or source.module is None:
+        raise ConversionError(
+            f"TFLite is built from PyTorch or Keras, and this source is {source.kind}",
+            step="export",
+            format=_FORMAT,
+            hint="give the PyTorch or Keras model, or pick --format onnx",
+        )
+
+
+def _sample(source: SourceModel, batch: int) -> dict[str, np.ndarray]:
+    return {s.name: np.zeros(concrete_shape(s, batch), s.dtype) for s in source.inputs}
+
+
+def _run_step(step: str, label: str, action: Callable[[], None]) -> None:
+    with quiet() as captured:
+        try:
+            action()
+        except ConversionError:
+            raise
+        except Exception as exc:
+            op = unsupported_operator(str(exc) + captured.text())
+            message = (
+                f"litert-torch has no TFLite lowering for {op}"
+                if op
+                else f"litert-torch could not build {label}: {describe_failure(exc)}"
+            )
+            raise ConversionError(
+                message,
+                step=step,
+                format=_FORMAT,
+                hint=(
+                    "pick --format onnx for this profile, or rewrite that layer with supported operators"
+                    if step == "export"
+                    else "try another precision with --precision, or a different calibration set"
+                ),
+            ) from exc
+
+
+def named_io(source: SourceModel) -> Any:
+    """The model wrapped so keyword inputs and dict outputs name the TFLite signature's tensors."""
+    import torch
+
+    inner = source.module
+    input_names = [s.name for s in source.inputs]
+    output_names = [s.name for s in source.outputs]
+
+    class NamedIO(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **feeds: Any) -> dict[str, Any]:
+            result = self.inner(*(feeds[name] for name in input_names))
+            if isinstance(result, dict):
+                result = tuple(result.values())
+            values = result if isinstance(result, (tuple, list)) else (result,)
+            return dict(zip(output_names, values, strict=True))
+
+    wrapper = NamedIO()
+    # Only the wrapper itself: the inner model is in eval mode already, and a module unflattened
+    # from an ExportedProgram (.pt2) refuses train()/eval() calls.
+    wrapper.training = False
+    return wrapper
+
+
+def _torch_feeds(sample: dict[str, np.ndarray]) -> dict[str, Any]:
+    import torch
+
+    return {name: torch.from_numpy(value) for name, value in sample.items()}
+
+
+def _litert() -> Any:
+    import litert_torch
+
+    litert_torch.config.show_progress = False
+    return litert_torch
+
+
+def _export_float(source: SourceModel, sample: dict[str, np.ndarray], out: Path) -> None:
+    litert_torch = _litert()
+    edge_model = litert_torch.convert(named_io(source), sample_kwargs=_torch_feeds(sample))
+    edge_model.export(str(out))
+
+
+def _export_pt2e_int8(
+    source: SourceModel,
+    sample: dict[str, np.ndarray],
+    out: Path,
+    calibration: Dataset,
+    method: CalibrationMethod | None,
+    constraints: QuantizationConstraints,
+) -> None:
+    import torch
+    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
+
+    litert_torch = _litert()
+    feeds = _torch_feeds(sample)
+    program = torch.export.export(named_io(source), (), feeds).module()
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(_pt2e_config(method, constraints))
+    prepared = quantize_pt2e.prepare_pt2e(program, quantizer)
+    move_exported_model_to_eval(prepared)
+    batch = next(iter(sample.values())).shape[0]
+    with torch.no_grad():
+        for start in range(0, calibration.size - batch + 1, batch):
+            prepared(**{k: torch.from_numpy(v[start : start + batch]) for k, v in calibration.inputs.items()})
+    quantized = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    move_exported_model_to_eval(quantized)
+    edge_model = litert_torch.convert(
+        quantized, sample_kwargs=feeds, quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer)
+    )
+    edge_model.export(str(out))
+
+
+def _pt2e_config(method: CalibrationMethod | None, constraints: QuantizationConstraints) -> Any:
+    from litert_torch.quantize import pt2e_quantizer
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=constraints.per_channel)
+    if method in (None, CalibrationMethod.HISTOGRAM):
+        return config
+    if method is not CalibrationMethod.MINMAX:
+        raise ConversionError(
+            f"PT2E has no {method} calibration",
+            step="quantize",
+            format=_FORMAT,
+            hint="use histogram or minmax",
+        )
+    activation = dataclasses.replace(
+        config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
+    )
+    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+
+
+def _rewrite_weights(fp32: Path, out: Path, precision: Precision) -> None:
+    from ai_edge_quantizer import quantizer, recipe, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.qtyping import TFLOperationName
+
+    if precision is Precision.FP16:
+        manager = recipe_manager.RecipeManager()
+        manager.add_weight_only_config(
+            regex=".*",
+            operation_name=TFLOperationName.ALL_SUPPORTED,
+            num_bits=16,
+            algorithm_key=AlgorithmName.FLOAT_CASTING,
+        )
+        chosen = manager.get_quantization_recipe()
+    else:  # int8-dynamic: int8 weights, activations quantized on the fly by the kernels
+        chosen = recipe.dynamic_wi8_afp32()
+    result = quantizer.Quantizer(str(fp32), chosen).quantize(enable_progress_report=False)
+    out.write_bytes(bytes(result.quantized_model))
+
+
+# --- Keras --------------------------------------------------------------------------------------
+
+
+def keras_export_model(source: SourceModel, batch: int | None, *, dict_outputs: bool = True) -> Any:
+    """The Keras model wrapped for export: named inputs with the planned batch, outputs by name.
+
+    ``dict_outputs`` names the outputs through a dict (TFLiteConverter turns the keys into the
+    signature's names); without it they stay a list, in ``source.outputs`` order, for converters
+    that name outputs afterwards.
+
+    The wrapper's fixed name matters: Keras numbers anonymous models, and the number ends up in
+    the converted file, which would make two conversions in one process differ.
+    """
+    import keras
+
+    inputs = [
+        keras.Input(
+            batch_shape=(batch, *(None if d == -1 else d for d in s.shape[1:])), name=s.name, dtype=s.dtype
+        )
+        for s in source.inputs
+    ]
+    result = source.module(inputs if len(inputs) > 1 else inputs[0], training=False)
+    values = list(result.values()) if isinstance(result, dict) else result
+    values = values if isinstance(values, (list, tuple)) else [values]
+    outputs = (
+        dict(zip((s.name for s in source.outputs), values, strict=True)) if dict_outputs else list(values)
+    )
+    return keras.Model(inputs, outputs, name="edgefleet_export")
+
+
+def _keras_to_tflite(
+    source: SourceModel,
+    out: Path,
+    batch: int,
+    *,
+    calibration: Dataset | None = None,
+    constraints: QuantizationConstraints | None = None,
+) -> None:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_export_model(source, batch))
+    if calibration is not None:
+        names = [s.name for s in source.inputs]
+        usable = calibration.size - calibration.size % batch
+
+        def representative() -> Any:
+            for start in range(0, usable, batch):
+                yield [calibration.inputs[n][start : start + batch] for n in names]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        if constraints is not None and constraints.full_integer_io:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    out.write_bytes(converter.convert())

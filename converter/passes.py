@@ -1,0 +1,463 @@
+"""The conversion steps as passes: load → plan → export → quantize → validate → benchmark → package.
+
+Each pass is a small class with a typed (pydantic) config and a ``run`` over the
+``ConversionContext``, as in Olive. Load and plan run once; export, quantize and validate run per
+attempt of the current target; benchmark and package run once per target, on the attempt the
+workflow chose. ``converter.workflow`` composes them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from converter.artifacts import Artifact
+from converter.context import ConversionContext, TargetState
+from converter.data import Dataset, check_dataset, read_npz
+from converter.errors import ConversionError
+from converter.metrics import compute_metrics, is_classifier, judge
+from converter.planning import SourceKind, TargetPlan, plan_target
+from converter.quiet import quiet
+from converter.sources import load_source
+from hw_profiles.schema import AcceleratorKind, HardwareProfile, ModelFormat, Precision, Tolerance
+from models.bundle.manifest import TensorSpec
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class Pass(ABC, Generic[ConfigT]):
+    """A conversion step: ``step`` names it in errors and progress; ``config`` tunes it."""
+
+    step: ClassVar[str]
+
+    def __init__(self, config: ConfigT) -> None:
+        self.config = config
+
+    @abstractmethod
+    def run(self, ctx: ConversionContext) -> None: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# --- load ---------------------------------------------------------------------------------------
+
+
+class LoadConfig(_Config):
+    source: Any = Field(description="nn.Module, package.module:attr, or a .pt2/.pt/.onnx path.")
+    calibration: Path
+    evaluation: Path
+    inputs: list[TensorSpec] | None = None
+    output_names: list[str] | None = None
+
+
+class LoadPass(Pass[LoadConfig]):
+    """Read the data, load the model, check one against the other, and run the fp32 reference."""
+
+    step = "load"
+
+    def run(self, ctx: ConversionContext) -> None:
+        cfg = self.config
+        calib_arrays = read_npz(Path(cfg.calibration), "calibration")
+        eval_arrays = read_npz(Path(cfg.evaluation), "evaluation")
+        with ctx.progress.task("load the model"), quiet():
+            source = load_source(
+                cfg.source, inputs=cfg.inputs, output_names=cfg.output_names, sample_arrays=calib_arrays
+            )
+        ctx.source = source
+        ctx.calibration = check_dataset(
+            calib_arrays, source.inputs, role="calibration", source=str(cfg.calibration)
+        )
+        ctx.evaluation = check_dataset(
+            eval_arrays, source.inputs, role="evaluation", source=str(cfg.evaluation)
+        )
+        with ctx.progress.task("run the fp32 original on the evaluation set", total=1) as advance, quiet():
+            ctx.reference = source.run(ctx.evaluation.inputs)
+            advance(1)
+
+
+# --- plan ---------------------------------------------------------------------------------------
+
+
+class PlanConfig(_Config):
+    profiles: list[Any] = Field(
+        min_length=1, description="Profile names, YAML paths or HardwareProfile objects."
+    )
+    formats: list[ModelFormat] | None = None
+    precisions: list[Precision] | None = None
+
+
+class PlanPass(Pass[PlanConfig]):
+    """Resolve every profile and decide what to build for it (``converter.planning``)."""
+
+    step = "plan"
+
+    def run(self, ctx: ConversionContext) -> None:
+        facts = ctx.require_source().facts()
+        profiles = [resolve_profile(p) for p in self.config.profiles]
+        names = [p.name for p in profiles]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConversionError(
+                f"profile {duplicates[0]} is given twice",
+                step="plan",
+                hint="name each profile once; each gets one bundle",
+            )
+        ctx.targets = [
+            TargetState(
+                profile=p,
+                plan=_with_toolchain_notes(
+                    p, plan_target(p, facts, formats=self.config.formats, precisions=self.config.precisions)
+                ),
+            )
+            for p in profiles
+        ]
+
+
+EDGETPU_COMPILER = "edgetpu_compiler"
+
+
+def _with_toolchain_notes(profile: HardwareProfile, plan: TargetPlan) -> TargetPlan:
+    """Say what the bundle cannot do because a vendor compiler is missing on this machine."""
+    wants_tpu = any(a.kind is AcceleratorKind.TPU for a in profile.accelerators)
+    if not wants_tpu or plan.format is not ModelFormat.TFLITE:
+        return plan
+    compiler = shutil.which(EDGETPU_COMPILER)
+    state = (
+        f"found at {compiler}, but not run" if compiler else "not installed (not on PyPI; x86-64 Linux only)"
+    )
+    note = (
+        f"{EDGETPU_COMPILER} {state}: the bundle holds the full-integer model, which runs on the CPU; "
+        f"run `{EDGETPU_COMPILER} model.tflite` to map it onto the Edge TPU"
+    )
+    return plan.model_copy(update={"notes": [*plan.notes, note]})
+
+
+def resolve_profile(profile: Any) -> HardwareProfile:
+    if isinstance(profile, HardwareProfile):
+        return profile
+    from hw_profiles import ProfileError, load_profile
+
+    try:
+        return load_profile(profile)
+    except ProfileError as exc:
+        raise ConversionError(
+            str(exc.message),
+            step="plan",
+            hint=exc.hint or "list the known profiles with `edgefleet profiles list`",
+        ) from exc
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+class ExportConfig(_Config):
+    opset: int = Field(default=18, ge=13, description="ONNX opset for the PyTorch exporter.")
+
+
+class ExportPass(Pass[ExportConfig]):
+    """Export the fp32 base of the target's format once (cached across attempts and profiles).
+
+    ONNX starts from the fp32 ONNX model; OpenVINO from an fp32 IR converted from it (or from
+    Keras); TFLite from the fp32 TFLite model, which also proves early that every operator lowers.
+    """
+
+    step = "export"
+
+    def run(self, ctx: ConversionContext) -> None:
+        plan = ctx.require_target().require_plan()
+        self.base(ctx, plan.format, plan.batch)
+
+    def base(self, ctx: ConversionContext, fmt: ModelFormat, batch: int | None) -> Path:
+        key = (fmt.value, batch)
+        if key in ctx.base_exports:
+            return ctx.base_exports[key]
+        source = ctx.require_source()
+        onnx_base = None
+        if fmt is ModelFormat.OPENVINO and source.kind is not SourceKind.KERAS:
+            onnx_base = self.base(ctx, ModelFormat.ONNX, batch)
+        directory = ctx.work_dir / "base" / f"{fmt.value}-{_batch_slug(batch)}"
+        _fresh(directory)
+        with ctx.progress.task(f"export fp32 {fmt.value} ({_batch_slug(batch)})"):
+            if fmt is ModelFormat.TFLITE:
+                from converter.exporters.tflite_export import export_tflite
+
+                path = export_tflite(source, directory, batch=batch or 1)
+            elif fmt is ModelFormat.OPENVINO:
+                from converter.exporters.openvino_export import export_openvino
+                from converter.exporters.tflite_export import keras_export_model
+
+                if onnx_base is not None:
+                    path = export_openvino(directory, onnx=onnx_base)
+                else:
+                    with quiet():
+                        wrapped = keras_export_model(source, batch, dict_outputs=False)
+                    names = [s.name for s in source.outputs]
+                    path = export_openvino(directory, keras_model=wrapped, output_names=names)
+            else:
+                from converter.exporters.onnx_export import export_onnx
+
+                path = export_onnx(source, directory, batch=batch, opset=self.config.opset)
+        ctx.base_exports[key] = path
+        return path
+
+
+# --- quantize -----------------------------------------------------------------------------------
+
+
+class QuantizeConfig(_Config):
+    max_calibration_samples: int | None = Field(
+        default=None, gt=0, description="Cap on the profile's calibration_samples."
+    )
+
+
+class QuantizePass(Pass[QuantizeConfig]):
+    """Build the current attempt's artifact (fp32 copy, fp16, int8 with its calibration method)."""
+
+    step = "quantize"
+
+    def run(self, ctx: ConversionContext) -> None:
+        target = ctx.require_target()
+        plan, state = target.require_plan(), target.current
+        attempt, source = state.attempt, ctx.require_source()
+        calibration, evaluation, reference = ctx.require_data()
+        samples = min(
+            plan.calibration_samples, self.config.max_calibration_samples or plan.calibration_samples
+        )
+        calibration = calibration.take(samples)
+        constraints = target.profile.quantization
+        directory = ctx.work_dir / target.profile.name / attempt.slug
+        _fresh(directory)
+        with ctx.progress.task(f"{target.profile.name}: build {attempt.format.value} {attempt.label}"):
+            if plan.format is ModelFormat.TFLITE:
+                from converter.exporters.tflite_export import build_tflite_variant
+
+                base = ctx.base_exports[(ModelFormat.TFLITE.value, plan.batch)]
+                artifact = build_tflite_variant(
+                    source, base, attempt, directory, calibration, constraints, batch=plan.batch or 1
+                )
+            elif plan.format is ModelFormat.OPENVINO:
+                from converter.exporters.openvino_export import build_openvino
+
+                base = ctx.base_exports[(ModelFormat.OPENVINO.value, plan.batch)]
+                tolerance = target.profile.tolerance
+                control = (
+                    evaluation,
+                    _agreement_scorer(evaluation, reference, plan.batch),
+                    1 - tolerance.min_top1_agreement,
+                )
+                artifact = build_openvino(
+                    base, attempt, directory, calibration, constraints, accuracy_control=control
+                )
+            else:
+                from converter.exporters.onnx_export import build_onnx_variant
+
+                base = ctx.base_exports[(ModelFormat.ONNX.value, plan.batch)]
+                artifact = build_onnx_variant(base, attempt, directory, calibration, constraints)
+        state.artifact = artifact
+
+
+def _agreement_scorer(
+    evaluation: Dataset, reference: Mapping[str, np.ndarray], batch: int | None
+) -> Callable[[Any], float]:
+    """Top-1 agreement of an OpenVINO candidate with the fp32 reference (for NNCF accuracy control)."""
+    from converter.exporters.openvino_export import run_compiled
+
+    first = next(iter(reference))
+    expected = reference[first]
+
+    def score(compiled: Any) -> float:
+        parts = [run_compiled(compiled, feeds)[first] for feeds in evaluation.batches(batch or 64)]
+        got = np.concatenate(parts)
+        if is_classifier(expected):
+            return float(np.mean(np.argmax(got, axis=1) == np.argmax(expected, axis=1)))
+        return -float(np.mean(np.abs(got.reshape(expected.shape) - expected)))
+
+    return score
+
+
+# --- validate -----------------------------------------------------------------------------------
+
+
+class ValidateConfig(_Config):
+    batch_size: int = Field(default=64, gt=0, description="Evaluation samples per inference call.")
+    tolerance: Tolerance | None = Field(default=None, description="Overrides every profile's tolerance.")
+
+
+class ValidatePass(Pass[ValidateConfig]):
+    """Run the artifact in its own runtime on the evaluation set and judge it against fp32."""
+
+    step = "validate"
+
+    def run(self, ctx: ConversionContext) -> None:
+        target = ctx.require_target()
+        state = target.current
+        artifact = _require_artifact(state.artifact)
+        _, evaluation, reference = ctx.require_data()
+        label = f"{target.profile.name}: validate {artifact.attempt.format.value} {artifact.attempt.label}"
+        with (
+            ctx.progress.task(label, total=evaluation.size) as advance,
+            open_artifact(artifact, target.profile) as session,
+        ):
+            outputs = run_batches(session, evaluation, self.config.batch_size, advance)
+            state.provider = session.provider
+            state.runtime_notes = list(session.fallbacks)
+            tensors = [*session.inputs, *session.outputs]
+        full_integer = target.profile.quantization.full_integer_io
+        missing = sorted(set(reference) - set(outputs))
+        if missing:
+            raise ConversionError(
+                f"the {artifact.attempt.format.value} model lacks outputs {missing} "
+                f"(it has {sorted(outputs)})",
+                step="validate",
+                format=artifact.attempt.format.value,
+                hint="this is a converter bug worth reporting; meanwhile pick another --format",
+            )
+        state.outputs = outputs
+        state.metrics = compute_metrics(reference, {k: outputs[k] for k in reference}, evaluation.labels)
+        state.verdict = judge(
+            state.metrics,
+            self.config.tolerance or target.profile.tolerance,
+            size_bytes=artifact.size_bytes,
+            max_model_mb=target.profile.max_model_mb,
+            integer_io=all(t.dtype in ("int8", "uint8") for t in tensors) if full_integer else None,
+        )
+
+
+def open_artifact(artifact: Artifact, profile: HardwareProfile) -> Any:
+    """A runtime session for ``artifact`` with the profile's threads, providers, devices and delegates."""
+    from edge_agent.runtimes import RuntimeBackendError, open_session, options_from_profile
+
+    fmt = artifact.attempt.format
+    options = options_from_profile(profile, fmt)
+    try:
+        with quiet():
+            return open_session(
+                artifact.model_path,
+                fmt,
+                threads=options.threads,
+                providers=options.providers,
+                devices=options.devices,
+                delegates=options.delegates,
+                options=options.extra,
+            )
+    except RuntimeBackendError as exc:
+        raise ConversionError(
+            f"the {fmt.value} runtime cannot load the {artifact.attempt.label} model: {exc}",
+            step="validate",
+            format=fmt.value,
+            hint="the artifact is broken or uses an operator this runtime lacks; "
+            "pick another precision or format",
+        ) from exc
+
+
+def run_batches(
+    session: Any, data: Dataset, batch_size: int, advance: Callable[[int], None] | None = None
+) -> dict[str, np.ndarray]:
+    """Float outputs of ``session`` for every sample of ``data``, in order."""
+    from edge_agent.runtimes import RuntimeBackendError
+
+    parts: list[dict[str, np.ndarray]] = []
+    try:
+        with quiet():
+            for feeds in data.batches(batch_size):
+                parts.append(session.infer(feeds))
+                if advance is not None:
+                    advance(len(next(iter(feeds.values()))))
+    except RuntimeBackendError as exc:
+        raise ConversionError(
+            f"inference failed: {exc}",
+            step="validate",
+            hint="the artifact does not run in its runtime; pick another precision or format",
+        ) from exc
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+# --- benchmark ----------------------------------------------------------------------------------
+
+
+class BenchmarkConfig(_Config):
+    warmup: int = Field(default=10, ge=0)
+    iterations: int = Field(default=100, gt=0)
+
+
+class BenchmarkPass(Pass[BenchmarkConfig]):
+    """Time the chosen artifact on this host, one request (of the artifact's batch) at a time."""
+
+    step = "benchmark"
+
+    def run(self, ctx: ConversionContext) -> None:
+        import psutil
+
+        from converter.benchmark import benchmark_session
+
+        target = ctx.require_target()
+        plan, state = target.require_plan(), _require_chosen(target)
+        artifact = _require_artifact(state.artifact)
+        _, evaluation, _ = ctx.require_data()
+        feeds = {k: v[: plan.batch or 1] for k, v in evaluation.inputs.items()}
+        baseline = psutil.Process().memory_info().rss
+        label = (
+            f"{target.profile.name}: benchmark {artifact.attempt.label} ({target.profile.threads} threads)"
+        )
+        from edge_agent.runtimes import RuntimeBackendError
+
+        with ctx.progress.task(label), open_artifact(artifact, target.profile) as session:
+            try:
+                state.benchmark = benchmark_session(
+                    session,
+                    feeds,
+                    threads=target.profile.threads,
+                    size_bytes=artifact.size_bytes,
+                    baseline_rss=baseline,
+                    warmup=self.config.warmup,
+                    iterations=self.config.iterations,
+                )
+            except RuntimeBackendError as exc:
+                raise ConversionError(
+                    f"the {artifact.attempt.label} model failed while being timed: {exc}",
+                    step="benchmark",
+                    format=artifact.attempt.format.value,
+                    hint="it passed validation, so this is likely a runtime resource problem: rerun, "
+                    "or pick another precision",
+                ) from exc
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _require_artifact(artifact: Artifact | None) -> Artifact:
+    if artifact is None:
+        raise RuntimeError("no artifact was built for this attempt (run QuantizePass first)")
+    return artifact
+
+
+def _require_chosen(target: TargetState) -> Any:
+    if target.chosen is None:
+        raise RuntimeError(f"no attempt was chosen for {target.profile.name}")
+    return target.chosen
+
+
+def _fresh(directory: Path) -> None:
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+
+
+def _batch_slug(batch: int | None) -> str:
+    return "dynamic-batch" if batch is None else f"batch-{batch}"
+
+
+def plan_summary(plans: Sequence[TargetPlan]) -> list[str]:
+    """One line per profile: its format and attempt chain, for logs."""
+    return [f"{p.profile}: {p.format.value} " + " → ".join(a.label for a in p.attempts) for p in plans]

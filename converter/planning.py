@@ -1,0 +1,291 @@
+"""Planning: which format, precision and calibration each profile gets, and the fallback chain.
+
+This is the functional core of the converter: a pure function over a hardware profile and a few
+facts about the model, with no I/O, tested exhaustively. The shell (``converter.workflow``) walks
+the returned attempts in order and stops at the first artifact that passes validation.
+
+The rules, in order:
+
+1. Format: the first of the requested formats (``--format``, else the profile's ``formats``) that
+   the source can reach. TFLite is built from PyTorch (litert-torch, which needs torch.export) or
+   from Keras (TFLiteConverter); ONNX from PyTorch or ONNX (no Keras → ONNX converter is
+   installed); OpenVINO IR from every source.
+2. Precision: the first of the requested precisions (``--precision``, else the profile's
+   ``precisions``) that the format supports.
+3. Fallbacks: a static int8 attempt is expanded into one attempt per calibration method the format
+   offers; after the primary precision come the wider precisions the profile allows, narrowest
+   first (int8 → int8-dynamic → fp16 → fp32). A profile that demands integer I/O (the Edge TPU)
+   never falls back to float, because a float model would not run there at all.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from converter.errors import ConversionError
+from hw_profiles.schema import HardwareProfile, ModelFormat, Precision, RuntimeName
+
+
+class SourceKind(StrEnum):
+    """Where the model comes from; it decides which formats are reachable."""
+
+    TORCH = "torch"  # an eager nn.Module or a .pt2 ExportedProgram: torch.export works on it
+    TORCHSCRIPT = "torchscript"  # a scripted/traced module: only the legacy ONNX exporter takes it
+    ONNX = "onnx"
+    KERAS = "keras"  # a Keras 3 model (.keras, .h5, or a factory)
+
+
+class CalibrationMethod(StrEnum):
+    """How activation ranges are chosen for static int8, per toolchain."""
+
+    MINMAX = "minmax"  # observed min/max (ONNX Runtime, NNCF, PT2E MinMaxObserver)
+    ENTROPY = "entropy"  # KL-divergence threshold (ONNX Runtime)
+    PERCENTILE = "percentile"  # clip outliers at a high percentile (ONNX Runtime, NNCF quantiles)
+    HISTOGRAM = "histogram"  # PT2E HistogramObserver, litert-torch's default
+    CONVERTER = "converter"  # TFLiteConverter's own calibration (Keras sources)
+    ACCURACY_CONTROL = "accuracy-control"  # NNCF keeps the layers that hurt accuracy in float
+
+
+# Width orders fallbacks: a fallback is always wider (more faithful, bigger) than what failed.
+PRECISION_WIDTH: dict[Precision, int] = {
+    Precision.INT8: 0,
+    Precision.INT8_DYNAMIC: 1,
+    Precision.FP16: 2,
+    Precision.FP32: 3,
+}
+
+# What each exporter can build. Static int8 lists its calibration methods in the order to try them.
+FORMAT_PRECISIONS: dict[ModelFormat, tuple[Precision, ...]] = {
+    ModelFormat.ONNX: (Precision.FP32, Precision.FP16, Precision.INT8, Precision.INT8_DYNAMIC),
+    ModelFormat.OPENVINO: (Precision.FP32, Precision.FP16, Precision.INT8, Precision.INT8_DYNAMIC),
+    ModelFormat.TFLITE: (Precision.FP32, Precision.FP16, Precision.INT8, Precision.INT8_DYNAMIC),
+}
+CALIBRATION_METHODS: dict[ModelFormat, tuple[CalibrationMethod, ...]] = {
+    ModelFormat.ONNX: (CalibrationMethod.MINMAX, CalibrationMethod.ENTROPY, CalibrationMethod.PERCENTILE),
+    ModelFormat.OPENVINO: (
+        CalibrationMethod.MINMAX,
+        CalibrationMethod.PERCENTILE,
+        CalibrationMethod.ACCURACY_CONTROL,
+    ),
+    ModelFormat.TFLITE: (CalibrationMethod.HISTOGRAM, CalibrationMethod.MINMAX),
+}
+# Keras sources calibrate with TFLiteConverter, which has one method of its own.
+KERAS_CALIBRATION_METHODS: dict[ModelFormat, tuple[CalibrationMethod, ...]] = {
+    ModelFormat.TFLITE: (CalibrationMethod.CONVERTER,),
+}
+FORMAT_SOURCES: dict[ModelFormat, frozenset[SourceKind]] = {
+    ModelFormat.ONNX: frozenset({SourceKind.TORCH, SourceKind.TORCHSCRIPT, SourceKind.ONNX}),
+    ModelFormat.OPENVINO: frozenset(SourceKind),
+    ModelFormat.TFLITE: frozenset({SourceKind.TORCH, SourceKind.KERAS}),
+}
+# Only TFLite (PT2E, or TFLiteConverter with int8 I/O) gives integer input and output tensors.
+INTEGER_IO_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.TFLITE})
+
+
+class ModelFacts(BaseModel):
+    """What planning needs to know about the model: nothing more, so tests can state it in a line."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source_kind: SourceKind
+    batch: int | None = Field(
+        default=None, gt=0, description="The source's fixed batch size; None when any works."
+    )
+    has_conv: bool = Field(default=False, description="Convolutions make dynamic int8 a poor choice.")
+
+
+class Attempt(BaseModel):
+    """One artifact to build and validate: a format, a precision and (for int8) a calibration."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: ModelFormat
+    precision: Precision
+    calibration: CalibrationMethod | None = None
+
+    @property
+    def label(self) -> str:
+        """``int8/minmax``, ``fp16``: short enough for a table cell."""
+        return (
+            f"{self.precision.value}/{self.calibration.value}" if self.calibration else self.precision.value
+        )
+
+    @property
+    def slug(self) -> str:
+        """A file-system-safe name for the attempt's working directory."""
+        return f"{self.format.value}-{self.label.replace('/', '-')}"
+
+
+class TargetPlan(BaseModel):
+    """Everything decided for one profile before any model is built."""
+
+    model_config = ConfigDict(frozen=True)
+
+    profile: str
+    format: ModelFormat
+    runtime: RuntimeName
+    attempts: list[Attempt] = Field(min_length=1, description="Primary first, then the fallback chain.")
+    batch: int | None = Field(description="Fixed batch size of the artifact; None keeps it dynamic.")
+    calibration_samples: int = Field(gt=0)
+    notes: list[str] = Field(default_factory=list, description="Why the plan looks the way it does.")
+
+    @property
+    def primary(self) -> Attempt:
+        return self.attempts[0]
+
+
+def plan_target(
+    profile: HardwareProfile,
+    facts: ModelFacts,
+    *,
+    formats: list[ModelFormat] | None = None,
+    precisions: list[Precision] | None = None,
+) -> TargetPlan:
+    """Decide what to build for ``profile``. Raises ``ConversionError(step="plan")`` when nothing fits."""
+    notes: list[str] = []
+    fmt = _choose_format(profile, facts, formats, notes)
+    chain = _precision_chain(profile, facts, fmt, precisions, notes)
+    attempts = [attempt for precision in chain for attempt in _expand(fmt, precision, facts.source_kind)]
+    return TargetPlan(
+        profile=profile.name,
+        format=fmt,
+        runtime=profile.runtime_for(fmt).name,
+        attempts=attempts,
+        batch=_batch(profile, facts, fmt, notes),
+        calibration_samples=profile.quantization.calibration_samples,
+        notes=notes,
+    )
+
+
+def _choose_format(
+    profile: HardwareProfile,
+    facts: ModelFacts,
+    requested: list[ModelFormat] | None,
+    notes: list[str],
+) -> ModelFormat:
+    runnable = [r.format for r in profile.runtimes]
+    if requested:
+        foreign = [f for f in requested if f not in runnable]
+        if foreign:
+            raise ConversionError(
+                f"profile {profile.name} has no runtime for {_names(foreign)}",
+                step="plan",
+                format=foreign[0].value,
+                profile=profile.name,
+                hint=f"pick a format this profile runs: {_names(_unique(runnable))}",
+            )
+    candidates = requested or profile.formats
+    for fmt in candidates:
+        if facts.source_kind not in FORMAT_SOURCES[fmt]:
+            notes.append(f"{fmt.value} skipped: it cannot be built from a {facts.source_kind} source")
+            continue
+        if profile.quantization.full_integer_io and fmt not in INTEGER_IO_FORMATS:
+            notes.append(f"{fmt.value} skipped: the profile needs integer I/O, which only tflite gives")
+            continue
+        return fmt
+    raise ConversionError(
+        f"none of the formats {_names(candidates)} can be built from a {facts.source_kind} source"
+        + (" with integer I/O" if profile.quantization.full_integer_io else ""),
+        step="plan",
+        format=candidates[0].value,
+        profile=profile.name,
+        hint=(
+            "tflite is built from PyTorch (package.module:attr or .pt2) or Keras, onnx from PyTorch or "
+            f"ONNX: give such a source, or pick another format with --format ({_names(_unique(runnable))})"
+        ),
+    )
+
+
+def _precision_chain(
+    profile: HardwareProfile,
+    facts: ModelFacts,
+    fmt: ModelFormat,
+    requested: list[Precision] | None,
+    notes: list[str],
+) -> list[Precision]:
+    supported = FORMAT_PRECISIONS[fmt]
+    if requested:
+        refused = [p for p in requested if p not in profile.precisions]
+        if refused:
+            raise ConversionError(
+                f"profile {profile.name} does not allow {_names(refused)}",
+                step="plan",
+                format=fmt.value,
+                profile=profile.name,
+                hint=f"pick one of the profile's precisions: {_names(profile.precisions)}",
+            )
+    wanted = requested or profile.precisions
+    usable = [p for p in wanted if p in supported]
+    for precision in wanted:
+        if precision not in supported:
+            notes.append(f"{precision.value} skipped: the {fmt.value} exporter does not build it")
+    if not usable:
+        raise ConversionError(
+            f"the {fmt.value} exporter builds none of {_names(wanted)}",
+            step="plan",
+            format=fmt.value,
+            profile=profile.name,
+            hint=f"{fmt.value} supports {_names(list(supported))}; "
+            "pick one with --precision, or another --format",
+        )
+    primary = usable[0]
+    if primary is Precision.INT8_DYNAMIC and facts.has_conv:
+        notes.append(
+            "int8-dynamic on a convolutional model runs ConvInteger, which is slow; static int8 is faster"
+        )
+    if profile.quantization.full_integer_io:
+        if primary is not Precision.INT8:
+            raise ConversionError(
+                f"profile {profile.name} needs a full-integer model, not {primary.value}",
+                step="plan",
+                format=fmt.value,
+                profile=profile.name,
+                hint="use --precision int8 (with a representative calibration set)",
+            )
+        notes.append("no float fallback: the profile needs integer I/O")
+        return [primary]
+    allowed = [p for p in profile.precisions if p in supported]
+    fallbacks = {
+        p
+        for p in [*usable[1:], *allowed]
+        if PRECISION_WIDTH[p] > PRECISION_WIDTH[primary]
+        # Dynamic int8 only as a fallback where it is fast: not for convolutional models.
+        and not (p is Precision.INT8_DYNAMIC and facts.has_conv)
+    }
+    return [primary, *sorted(fallbacks, key=PRECISION_WIDTH.__getitem__)]
+
+
+def calibration_methods(fmt: ModelFormat, source_kind: SourceKind) -> tuple[CalibrationMethod, ...]:
+    """The static int8 calibration methods to try, in order, for ``fmt`` built from ``source_kind``."""
+    if source_kind is SourceKind.KERAS and fmt in KERAS_CALIBRATION_METHODS:
+        return KERAS_CALIBRATION_METHODS[fmt]
+    return CALIBRATION_METHODS[fmt]
+
+
+def _expand(fmt: ModelFormat, precision: Precision, source_kind: SourceKind) -> list[Attempt]:
+    if precision is Precision.INT8:
+        methods = calibration_methods(fmt, source_kind)
+        return [Attempt(format=fmt, precision=precision, calibration=m) for m in methods]
+    return [Attempt(format=fmt, precision=precision)]
+
+
+def _batch(profile: HardwareProfile, facts: ModelFacts, fmt: ModelFormat, notes: list[str]) -> int | None:
+    if facts.batch is not None:
+        return facts.batch
+    if profile.quantization.static_shapes:
+        notes.append("batch fixed to 1: the profile needs static shapes")
+        return 1
+    if fmt is ModelFormat.TFLITE:
+        notes.append("batch fixed to 1: TFLite models are built for single-sample inference")
+        return 1
+    return None
+
+
+def _names(values: list[ModelFormat] | list[Precision] | list[RuntimeName]) -> str:
+    return ", ".join(v.value for v in values)
+
+
+def _unique(values: list[ModelFormat]) -> list[ModelFormat]:
+    return list(dict.fromkeys(values))

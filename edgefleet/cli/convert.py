@@ -1,0 +1,127 @@
+"""`edgefleet convert`: one signed, validated bundle per hardware profile.
+
+Registered by the root app as ``app.command(name="convert")(convert.convert)``. The converter
+(and torch with it) is imported inside the command, so ``edgefleet --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgefleet.cli._console import console, err_console, fail, print_json
+from hw_profiles.schema import ModelFormat, Precision
+
+
+def convert(
+    source: str = typer.Argument(
+        ...,
+        help="The trained model: package.module:attr (an nn.Module or keras.Model, or its factory), "
+        "a .pt2 ExportedProgram, a TorchScript .pt, a .keras file, or an .onnx file.",
+        metavar="SOURCE",
+        show_default=False,
+    ),
+    profile: list[str] = typer.Option(
+        ...,
+        "--profile",
+        "-p",
+        help="Hardware profile name or YAML file; repeat for several.",
+        show_default=False,
+    ),
+    calib: Path = typer.Option(
+        ..., "--calib", help="Calibration .npz: one array per model input.", show_default=False
+    ),
+    eval_set: Path = typer.Option(
+        ...,
+        "--eval",
+        help="Evaluation .npz: one array per input, plus optional integer 'labels'.",
+        show_default=False,
+    ),
+    out: Path = typer.Option(Path("edgefleet-out"), "--out", "-o", help="Directory for bundles and reports."),
+    key: Path = typer.Option(
+        ...,
+        "--key",
+        help="Ed25519 private key that signs the bundles (edgefleet keys generate).",
+        show_default=False,
+    ),
+    formats: list[ModelFormat] | None = typer.Option(
+        None, "--format", help="Artifact format, overriding the profiles' preference (repeatable)."
+    ),
+    precisions: list[Precision] | None = typer.Option(
+        None, "--precision", help="Precision, overriding the profiles' preference (repeatable)."
+    ),
+    inputs: list[str] | None = typer.Option(
+        None,
+        "--input",
+        help="Input as name:1x3x224x224:float32[:NCHW], when the model does not say (repeatable).",
+    ),
+    outputs: list[str] | None = typer.Option(
+        None, "--output", help="Output tensor names of a PyTorch or Keras model, in order (repeatable)."
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Model name in the bundles (default: from the source)."
+    ),
+    model_version: str = typer.Option("1.0.0", "--model-version", help="Semantic version of the bundles."),
+    allow_degraded: bool = typer.Option(
+        False,
+        "--allow-degraded",
+        help="When nothing meets the tolerance, package the closest attempt anyway.",
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON (no progress bars)."),
+) -> None:
+    """Convert a trained model per hardware profile: plan, export, quantize, validate, benchmark, sign."""
+    from rich.markup import escape
+
+    from converter import ConversionError, ConversionFailed, ConversionReport, NullProgress, RichProgress
+    from converter import convert as run_conversion
+
+    def run(progress: Any) -> ConversionReport:
+        return run_conversion(
+            source,
+            profile,
+            calib,
+            eval_set,
+            out,
+            key,
+            formats=formats or None,
+            precisions=precisions or None,
+            allow_degraded=allow_degraded,
+            progress=progress,
+            inputs=inputs or None,
+            output_names=outputs or None,
+            name=name,
+            version=model_version,
+        )
+
+    try:
+        if json_output:
+            report = run(NullProgress())
+        else:
+            with RichProgress() as progress:
+                report = run(progress)
+    except ConversionFailed as exc:
+        show_report(exc.report, json_output)
+        fail(escape(exc.message), hint=escape(exc.hint))
+    except ConversionError as exc:
+        if json_output:
+            print_json({"error": exc.to_dict()})
+        fail(escape(exc.headline()), hint=escape(exc.hint))
+    show_report(report, json_output)
+
+
+def show_report(report: Any, json_output: bool) -> None:
+    """The report as JSON, or as a table with the bundles and report files listed under it."""
+    if json_output:
+        print_json(report.model_dump(mode="json"))
+        return
+    console.print(report.rich_table())
+    for result in report.profiles:
+        if result.bundle is not None:
+            mark = "[yellow]![/]" if result.status == "degraded" else "[green]✓[/]"
+            console.print(f"{mark} {result.profile}: {result.bundle.path}", highlight=False, soft_wrap=True)
+        else:
+            err_console.print(f"[red]✗[/] {result.profile}: no bundle", highlight=False)
+    out_dir = Path(report.out_dir)
+    console.print(f"[dim]reports: {out_dir / 'report.md'}, {out_dir / 'report.json'}[/]", soft_wrap=True)
