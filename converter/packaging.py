@@ -132,8 +132,11 @@ class PackagePass(Pass[PackageConfig]):
         from models.bundle.manifest import canonical_json
         from models.stats import build_reference_stats
 
-        calibration, _, _ = ctx.require_data()
-        sample = calibration.take(REFERENCE_STATS_SAMPLES)
+        # The held-out evaluation set, not the calibration set: calibration rows usually come from
+        # the training split, where the model is over-confident, so its output histograms would
+        # read as drift against any real traffic.
+        _, evaluation, _ = ctx.require_data()
+        sample = evaluation.take(REFERENCE_STATS_SAMPLES)
         with open_artifact(artifact, profile) as session:
             produced = run_batches(session, sample, 64)
         try:
@@ -146,10 +149,10 @@ class PackagePass(Pass[PackageConfig]):
             )
         except ValueError as exc:
             raise ConversionError(
-                f"cannot freeze drift statistics from the calibration set: {exc}",
+                f"cannot freeze drift statistics from the evaluation set: {exc}",
                 step="package",
                 format=artifact.attempt.format.value,
-                hint="check the calibration arrays hold real, finite samples",
+                hint="check the evaluation arrays hold real, finite samples",
             ) from exc
         path.write_bytes(canonical_json(stats.to_dict()))
 
