@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel setuptools
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all]'
+	# onnx2torch (the ONNX -> TFLite route) declares torchvision, which cannot sit beside the CPU
+	# torch; it needs torchvision only for NMS/RoiAlign, so it goes in without its dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps onnx2torch==1.5.15
 	@touch $(STAMP)
 
 test: $(STAMP)
