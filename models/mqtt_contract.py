@@ -150,6 +150,15 @@ class StatusPayload(Envelope):
     ota: SlotState = Field(default_factory=SlotState)
     started_at: datetime | None = None
     enrollment_token: str | None = Field(default=None, description="Only on a device's first birth.")
+    will_seq: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "The seq this connection's Last Will carries. The broker, not the device, publishes a "
+            "will, so that seq arrives only if the connection was lost; a seq announced here and "
+            "never received is not a lost message."
+        ),
+    )
 
 
 class LatencySummary(_Payload):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from edgefleet.cli import agent_run
 from edgefleet.cli._console import CLIError, cli_errors, fail
 
 if TYPE_CHECKING:
@@ -224,6 +225,9 @@ def _configure_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
+
+
+app.command(name="run")(agent_run.run)
 
 
 if __name__ == "__main__":  # python -m edgefleet.cli.agent serve ...: the same command, unregistered

@@ -6,6 +6,7 @@ is a real process with a generated config file rather than the system daemon on 
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,10 @@ class MosquittoBroker:
             "max_inflight_messages 100",
             "max_queued_messages 100000",
         ]
+        if os.geteuid() == 0:
+            # As root, mosquitto drops to the 'mosquitto' user, which cannot write persistence into
+            # (or read password files from) a root-owned tmp dir; a restart would lose sessions.
+            lines.append("user root")
         if self.password_file:
             lines.append(f"password_file {self.password_file}")
         if self.acl_file:
