@@ -1,0 +1,210 @@
+"""Rollout gates: a pure function from a telemetry snapshot to proceed, wait, pause or abort.
+
+The controller gathers, for one wave, what the devices that took the new version (the *canary*
+cohort) and the devices still on the old version in the same time window (the *control* cohort)
+reported, and asks ``evaluate_gates`` what to do. Nothing here touches the database, MQTT or
+the clock, so every rule is tested exhaustively on its own (tests/unit/test_rollout_gates.py).
+
+Rules (BRIEF.md §4):
+- A device counts as good only once it has *committed*. Failed, rolled-back and timed-out
+  devices count against the failure rate, which needs no minimum: a failed device is evidence.
+- The other gates compare canary to control: the error-rate delta, the p95 latency ratio and
+  the output drift delta. They judge only once ``min_reporting_devices`` canary devices have
+  reported and the canary served ``min_requests``; before that the verdict is WAIT.
+- Without control devices (the last wave updates everyone), the canary is compared with the
+  baseline the same devices reported on the old version, when there is one.
+- A failed gate yields the rollout's configured action: PAUSE or ABORT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Verdict(StrEnum):
+    PROCEED = "proceed"  # every gate passed, the bake time is over, the wave has committed
+    WAIT = "wait"  # nothing failed, but the wave is still baking or lacks data
+    PAUSE = "pause"
+    ABORT = "abort"
+
+
+class GateAction(StrEnum):
+    PAUSE = "pause"
+    ABORT = "abort"
+
+
+class GateConfig(BaseModel):
+    """Thresholds; every one can be overridden per rollout."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_failure_rate: float = Field(default=0.0, ge=0, le=1, description="Failed / assigned devices.")
+    max_error_rate_delta: float = Field(default=0.02, ge=0, le=1, description="Canary minus control.")
+    max_p95_latency_ratio: float = Field(default=1.5, gt=0, description="Canary p95 / control p95.")
+    max_output_drift_delta: float = Field(default=0.1, ge=0, description="Canary minus control, JS.")
+    min_reporting_devices: int = Field(default=1, ge=1)
+    min_requests: int = Field(default=20, ge=0, description="Canary requests before latency/errors judge.")
+    on_failure: GateAction = GateAction.ABORT
+
+
+@dataclass(frozen=True)
+class CohortStats:
+    """What one cohort reported in the gate's time window."""
+
+    devices: int = 0  # devices in the cohort
+    reporting: int = 0  # of those, devices that sent metrics in the window
+    committed: int = 0
+    failed: int = 0  # failed, rolled_back or timed_out
+    requests: int = 0
+    errors: int = 0
+    p95_ms: float | None = None
+    output_drift: float | None = None  # Jensen-Shannon of outputs against the bundle's reference
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    canary: CohortStats
+    control: CohortStats | None = None
+    baseline: CohortStats | None = None  # the canary devices on the old version, before the update
+    bake_elapsed: bool = False
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool | None  # None: not enough data to judge yet
+    value: float | None
+    threshold: float
+    detail: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "value": self.value,
+            "threshold": self.threshold,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    reason: str
+    gates: tuple[GateResult, ...] = field(default_factory=tuple)
+
+    @property
+    def failed_gates(self) -> tuple[GateResult, ...]:
+        return tuple(g for g in self.gates if g.passed is False)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "gates": [g.as_dict() for g in self.gates],
+        }
+
+
+def evaluate_gates(snapshot: Snapshot, config: GateConfig) -> Decision:
+    """Judge one wave. Pure: the same snapshot and config always give the same decision."""
+    gates = (
+        _failure_rate(snapshot.canary, config),
+        _error_rate_delta(snapshot, config),
+        _latency_ratio(snapshot, config),
+        _drift_delta(snapshot, config),
+    )
+    failed = [g for g in gates if g.passed is False]
+    if failed:
+        verdict = Verdict.ABORT if config.on_failure == GateAction.ABORT else Verdict.PAUSE
+        return Decision(verdict, "; ".join(f"{g.name}: {g.detail}" for g in failed), gates)
+    waiting = _why_wait(snapshot, gates)
+    if waiting:
+        return Decision(Verdict.WAIT, waiting, gates)
+    return Decision(Verdict.PROCEED, "every gate passed and the wave committed", gates)
+
+
+def _why_wait(snapshot: Snapshot, gates: tuple[GateResult, ...]) -> str:
+    canary = snapshot.canary
+    undecided = [g.name for g in gates if g.passed is None]
+    if undecided:
+        return f"not enough data yet for {', '.join(undecided)}"
+    if canary.committed < canary.devices:
+        return f"{canary.committed}/{canary.devices} devices committed"
+    if not snapshot.bake_elapsed:
+        return "baking"
+    return ""
+
+
+def _has_enough(canary: CohortStats, config: GateConfig) -> bool:
+    return canary.reporting >= config.min_reporting_devices and canary.requests >= config.min_requests
+
+
+def _reference(snapshot: Snapshot) -> tuple[CohortStats | None, str]:
+    """Control devices when there are any that reported, else the canary's own old-version baseline."""
+    if snapshot.control is not None and snapshot.control.reporting > 0:
+        return snapshot.control, "control"
+    if snapshot.baseline is not None and snapshot.baseline.reporting > 0:
+        return snapshot.baseline, "baseline"
+    return None, ""
+
+
+def _failure_rate(canary: CohortStats, config: GateConfig) -> GateResult:
+    name, limit = "failure_rate", config.max_failure_rate
+    if canary.devices == 0:
+        return GateResult(name, None, None, limit, "no devices assigned yet")
+    rate = canary.failed / canary.devices
+    passed = rate <= limit
+    detail = f"{canary.failed}/{canary.devices} devices failed ({rate:.0%}, limit {limit:.0%})"
+    return GateResult(name, passed, rate, limit, detail)
+
+
+def _error_rate_delta(snapshot: Snapshot, config: GateConfig) -> GateResult:
+    name, limit, canary = "error_rate_delta", config.max_error_rate_delta, snapshot.canary
+    if not _has_enough(canary, config) or canary.error_rate is None:
+        return GateResult(name, None, None, limit, _not_enough(canary, config))
+    reference, label = _reference(snapshot)
+    reference_rate = reference.error_rate if reference is not None else None
+    base = reference_rate if reference_rate is not None else 0.0
+    delta = canary.error_rate - base
+    against = f"{label} {base:.2%}" if reference_rate is not None else "zero (no control reported)"
+    detail = f"canary {canary.error_rate:.2%} against {against}: delta {delta:+.2%} (limit {limit:.2%})"
+    return GateResult(name, delta <= limit, delta, limit, detail)
+
+
+def _latency_ratio(snapshot: Snapshot, config: GateConfig) -> GateResult:
+    name, limit, canary = "p95_latency_ratio", config.max_p95_latency_ratio, snapshot.canary
+    if not _has_enough(canary, config) or canary.p95_ms is None:
+        return GateResult(name, None, None, limit, _not_enough(canary, config))
+    reference, label = _reference(snapshot)
+    if reference is None or not reference.p95_ms:
+        return GateResult(name, True, None, limit, "no control latency to compare with")
+    ratio = canary.p95_ms / reference.p95_ms
+    detail = f"canary p95 {canary.p95_ms:.2f} ms / {label} {reference.p95_ms:.2f} ms = {ratio:.2f}x"
+    return GateResult(name, ratio <= limit, ratio, limit, f"{detail} (limit {limit:.2f}x)")
+
+
+def _drift_delta(snapshot: Snapshot, config: GateConfig) -> GateResult:
+    name, limit, canary = "output_drift_delta", config.max_output_drift_delta, snapshot.canary
+    if canary.reporting < config.min_reporting_devices or canary.output_drift is None:
+        return GateResult(name, None, None, limit, _not_enough(canary, config))
+    reference, label = _reference(snapshot)
+    base = reference.output_drift if reference is not None and reference.output_drift is not None else 0.0
+    delta = canary.output_drift - base
+    detail = (
+        f"canary JS {canary.output_drift:.3f} against {label or 'reference'} {base:.3f}: delta {delta:+.3f}"
+    )
+    return GateResult(name, delta <= limit, delta, limit, f"{detail} (limit {limit:.3f})")
+
+
+def _not_enough(canary: CohortStats, config: GateConfig) -> str:
+    return (
+        f"{canary.reporting}/{config.min_reporting_devices} reporting devices, "
+        f"{canary.requests}/{config.min_requests} requests"
+    )

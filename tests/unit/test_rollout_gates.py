@@ -1,0 +1,175 @@
+"""The rollout gates, exhaustively: every gate alone can stop a wave, nothing proceeds without data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fleet.rollouts import CohortStats, GateAction, GateConfig, Snapshot, Verdict, evaluate_gates
+
+CONFIG = GateConfig(min_reporting_devices=2, min_requests=100)
+HEALTHY = CohortStats(
+    devices=3, reporting=3, committed=3, requests=1000, errors=1, p95_ms=10.0, output_drift=0.02
+)
+CONTROL = CohortStats(
+    devices=5, reporting=5, committed=0, requests=2000, errors=2, p95_ms=10.0, output_drift=0.02
+)
+
+
+def snap(canary: CohortStats = HEALTHY, control: CohortStats | None = CONTROL, **kw: object) -> Snapshot:
+    return Snapshot(canary=canary, control=control, bake_elapsed=bool(kw.get("bake_elapsed", True)))
+
+
+def test_a_healthy_committed_baked_wave_proceeds() -> None:
+    decision = evaluate_gates(snap(), CONFIG)
+    assert decision.verdict == Verdict.PROCEED
+    assert all(g.passed for g in decision.gates)
+    assert {g.name for g in decision.gates} == {
+        "failure_rate",
+        "error_rate_delta",
+        "p95_latency_ratio",
+        "output_drift_delta",
+    }
+
+
+def test_baking_waits() -> None:
+    assert evaluate_gates(snap(bake_elapsed=False), CONFIG).verdict == Verdict.WAIT
+
+
+def test_uncommitted_devices_wait_installed_is_not_good() -> None:
+    canary = dataclasses.replace(HEALTHY, committed=2)
+    decision = evaluate_gates(snap(canary), CONFIG)
+    assert decision.verdict == Verdict.WAIT
+    assert "2/3 devices committed" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("change", "gate"),
+    [
+        ({"failed": 1}, "failure_rate"),
+        ({"errors": 100}, "error_rate_delta"),
+        ({"p95_ms": 30.0}, "p95_latency_ratio"),
+        ({"output_drift": 0.5}, "output_drift_delta"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("action", "verdict"), [(GateAction.ABORT, Verdict.ABORT), (GateAction.PAUSE, Verdict.PAUSE)]
+)
+def test_each_gate_alone_stops_the_wave_with_the_configured_action(
+    change: dict[str, float], gate: str, action: GateAction, verdict: Verdict
+) -> None:
+    config = CONFIG.model_copy(update={"on_failure": action})
+    decision = evaluate_gates(snap(dataclasses.replace(HEALTHY, **change)), config)  # type: ignore[arg-type]
+    assert decision.verdict == verdict
+    assert [g.name for g in decision.failed_gates] == [gate]
+    assert gate in decision.reason
+
+
+def test_failures_judge_before_the_minimum_of_reporting_devices() -> None:
+    canary = CohortStats(devices=1, reporting=0, failed=1)
+    decision = evaluate_gates(snap(canary), CONFIG)
+    assert decision.verdict == Verdict.ABORT
+    assert decision.failed_gates[0].name == "failure_rate"
+
+
+def test_too_few_reporting_devices_never_proceed() -> None:
+    canary = dataclasses.replace(HEALTHY, reporting=1)
+    decision = evaluate_gates(snap(canary), CONFIG)
+    assert decision.verdict == Verdict.WAIT
+    assert "not enough data" in decision.reason
+
+
+def test_too_few_requests_hold_latency_and_errors() -> None:
+    canary = dataclasses.replace(HEALTHY, requests=10, errors=10, p95_ms=100.0)
+    decision = evaluate_gates(snap(canary), CONFIG)
+    assert decision.verdict == Verdict.WAIT
+    undecided = {g.name for g in decision.gates if g.passed is None}
+    assert undecided == {"error_rate_delta", "p95_latency_ratio"}
+
+
+def test_without_control_the_old_version_baseline_is_used() -> None:
+    slow = dataclasses.replace(HEALTHY, p95_ms=40.0)
+    baseline = dataclasses.replace(CONTROL, p95_ms=10.0)
+    with_baseline = Snapshot(canary=slow, control=None, baseline=baseline, bake_elapsed=True)
+    assert evaluate_gates(with_baseline, CONFIG).verdict == Verdict.ABORT
+    alone = Snapshot(canary=slow, control=None, bake_elapsed=True)
+    assert evaluate_gates(alone, CONFIG).verdict == Verdict.PROCEED
+
+
+def test_silent_control_falls_back_to_baseline() -> None:
+    silent = dataclasses.replace(CONTROL, reporting=0, p95_ms=None)
+    baseline = dataclasses.replace(CONTROL, p95_ms=8.0)
+    decision = evaluate_gates(Snapshot(HEALTHY, silent, baseline, True), CONFIG)
+    assert decision.verdict == Verdict.PROCEED
+    ratio = next(g for g in decision.gates if g.name == "p95_latency_ratio")
+    assert ratio.value == pytest.approx(10.0 / 8.0)
+    assert "baseline" in ratio.detail
+
+
+def test_a_wave_with_no_devices_yet_waits() -> None:
+    decision = evaluate_gates(snap(CohortStats()), CONFIG)
+    assert decision.verdict == Verdict.WAIT
+
+
+def test_decision_serialises_with_the_figures() -> None:
+    data = evaluate_gates(snap(dataclasses.replace(HEALTHY, p95_ms=30.0)), CONFIG).as_dict()
+    assert data["verdict"] == "abort"
+    gates = {g["name"]: g for g in data["gates"]}  # type: ignore[union-attr]
+    assert gates["p95_latency_ratio"]["value"] == pytest.approx(3.0)
+    assert gates["p95_latency_ratio"]["threshold"] == pytest.approx(1.5)
+
+
+cohorts = st.builds(
+    CohortStats,
+    devices=st.integers(0, 50),
+    reporting=st.integers(0, 50),
+    committed=st.integers(0, 50),
+    failed=st.integers(0, 50),
+    requests=st.integers(0, 10_000),
+    errors=st.integers(0, 10_000),
+    p95_ms=st.one_of(st.none(), st.floats(0.01, 1e4)),
+    output_drift=st.one_of(st.none(), st.floats(0, 1)),
+)
+configs = st.builds(
+    GateConfig,
+    max_failure_rate=st.floats(0, 1),
+    max_error_rate_delta=st.floats(0, 1),
+    max_p95_latency_ratio=st.floats(0.1, 10),
+    max_output_drift_delta=st.floats(0, 1),
+    min_reporting_devices=st.integers(1, 10),
+    min_requests=st.integers(0, 1000),
+    on_failure=st.sampled_from(list(GateAction)),
+)
+
+
+@given(canary=cohorts, control=st.one_of(st.none(), cohorts), bake=st.booleans(), config=configs)
+def test_invariants(canary: CohortStats, control: CohortStats | None, bake: bool, config: GateConfig) -> None:
+    decision = evaluate_gates(Snapshot(canary, control, None, bake), config)
+    failed = decision.failed_gates
+    # A failed gate always yields the configured action, and only a failed gate does.
+    assert bool(failed) == (decision.verdict in (Verdict.ABORT, Verdict.PAUSE))
+    if failed:
+        assert decision.verdict.value == config.on_failure.value
+    if decision.verdict == Verdict.PROCEED:
+        assert bake
+        assert canary.committed >= canary.devices > 0
+        assert canary.reporting >= config.min_reporting_devices
+        assert all(g.passed for g in decision.gates)
+    # Pure: the same input gives the same answer.
+    assert evaluate_gates(Snapshot(canary, control, None, bake), config) == decision
+
+
+@given(canary=cohorts, config=configs, extra=st.integers(1, 1000))
+def test_more_errors_never_turn_a_failure_into_a_pass(
+    canary: CohortStats, config: GateConfig, extra: int
+) -> None:
+    before = evaluate_gates(Snapshot(canary, CONTROL, None, True), config)
+    worse = dataclasses.replace(canary, errors=canary.errors + extra, requests=canary.requests + extra)
+    after = evaluate_gates(Snapshot(worse, CONTROL, None, True), config)
+    gate_before = next(g for g in before.gates if g.name == "error_rate_delta")
+    gate_after = next(g for g in after.gates if g.name == "error_rate_delta")
+    if gate_before.passed is False and gate_after.passed is not None:
+        assert gate_after.passed is False
