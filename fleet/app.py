@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgefleet import __version__
-from fleet.api import audit, bundles, devices, health, models, tokens
+from fleet.api import alerts, audit, bundles, devices, drift, health, models, rollouts, tokens
 from fleet.context import ServerContext
 from fleet.errors import ApiError, ServiceError
 from fleet.metrics import MetricsMiddleware
@@ -19,7 +19,8 @@ from fleet.metrics import MetricsMiddleware
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """
-The edgefleet fleet server: device and model registries, bundle downloads with Range resume.
+The edgefleet fleet server: device and model registries, bundle downloads with Range resume,
+device telemetry from the MQTT ingest, drift reports and alerts.
 
 Authenticate with `Authorization: Bearer TOKEN`. Roles: **viewer** reads; **operator** also pushes
 models and manages devices; **admin** also manages tokens and MQTT credentials. Errors are
@@ -38,7 +39,7 @@ def create_app(context: ServerContext) -> FastAPI:
     )
     app.state.fleet = context
     app.include_router(health.router)
-    for resource in (devices, models, bundles, tokens, audit):
+    for resource in (devices, models, bundles, rollouts, drift, alerts, tokens, audit):
         app.include_router(resource.router)
     app.add_middleware(MetricsMiddleware, metrics=context.metrics)
     _install_error_handlers(app)

@@ -5,12 +5,16 @@ Pure: parsing addresses and URLs touches no socket or file, so every rule here i
 
 from __future__ import annotations
 
+import hashlib
 import re
+import socket
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
+from fleet.drift.thresholds import DriftThresholds
 from fleet.errors import ConfigError
 
 DEFAULT_HTTP: Final = "127.0.0.1:8080"
@@ -131,6 +135,142 @@ class ExternalBrokerSettings:
 BrokerSettings = EmbeddedBrokerSettings | ExternalBrokerSettings
 
 
+class MqttProtocol(StrEnum):
+    """The MQTT version the server's ingest speaks to the broker."""
+
+    V311 = "3.1.1"
+    V5 = "5"
+
+
+def parse_mqtt_protocol(text: str) -> MqttProtocol:
+    value = text.strip().lower().removeprefix("mqtt").removeprefix("v").strip()
+    aliases = {
+        "3.1.1": MqttProtocol.V311,
+        "311": MqttProtocol.V311,
+        "5": MqttProtocol.V5,
+        "5.0": MqttProtocol.V5,
+    }
+    if value not in aliases:
+        raise ConfigError(
+            f"--mqtt-protocol {text!r} is not an MQTT version this server speaks",
+            hint="use --mqtt-protocol 5 (Mosquitto, EMQX) or --mqtt-protocol 3.1.1 (the embedded broker)",
+        )
+    return aliases[value]
+
+
+def default_mqtt_protocol(broker: BrokerSettings) -> MqttProtocol:
+    """amqtt 0.12, the embedded broker, speaks MQTT 3.1.1 only; external brokers get MQTT 5."""
+    return MqttProtocol.V311 if isinstance(broker, EmbeddedBrokerSettings) else MqttProtocol.V5
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """How the MQTT ingest connects, subscribes and batches.
+
+    ``shared`` subscribes through ``$share/fleet/...`` so that replicas split the load; shared
+    subscriptions are an MQTT 5 feature, so they follow the protocol. ``client_id`` is stable per
+    data directory and host: with a persistent session (``persistent``) the broker keeps queuing
+    QoS 1 messages for the ingest while it restarts, up to the broker's own queue limit.
+    """
+
+    protocol: MqttProtocol
+    client_id: str
+    persistent: bool = True
+    session_expiry_s: int = 3600
+    keepalive_s: int = 30
+    batch_max: int = 2000
+    batch_wait_s: float = 0.05
+    queue_max: int = 100_000
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+
+    @property
+    def shared(self) -> bool:
+        return self.protocol is MqttProtocol.V5
+
+    def __post_init__(self) -> None:
+        if self.batch_max < 1 or self.queue_max < self.batch_max:
+            raise ConfigError(
+                f"ingest batch size {self.batch_max} must be at least 1 and at most the queue size"
+            )
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            raise ConfigError("the ingest's reconnect delays must be positive, the minimum below the maximum")
+
+
+def ingest_client_id(data_dir: Path) -> str:
+    """``edgefleet-ingest-<host>-<hash of the data dir>``: stable across restarts, one per replica."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:32] or "host"
+    digest = hashlib.sha256(str(data_dir).encode("utf-8")).hexdigest()[:8]
+    return f"edgefleet-ingest-{host}-{digest}"
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Drift analysis: thresholds, how often the monitor evaluates, and the optional alert webhook.
+
+    The monitor evaluates every ``interval_s``, and ``debounce_s`` after new drift windows arrive
+    (but at most once per ``min_gap_s``), over the last ``lookback_s``: the whole fleet (cohort
+    ``all``), each hardware profile when ``per_profile``, and each cohort in ``cohorts``
+    (``tag:K=V``, ``profile:P``), all against the bundle's reference.
+    """
+
+    thresholds: DriftThresholds = field(default_factory=DriftThresholds)
+    interval_s: float = 60.0
+    debounce_s: float = 5.0
+    min_gap_s: float = 30.0
+    lookback_s: float = 3600.0
+    per_profile: bool = True
+    cohorts: tuple[str, ...] = ()
+    webhook_url: str | None = None
+    webhook_timeout_s: float = 5.0
+    webhook_attempts: int = 6
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        webhook_url: str | None = None,
+        cohorts: tuple[str, ...] = (),
+        thresholds: dict[str, float | int | None] | None = None,
+        **settings: float | bool,
+    ) -> DriftSettings:
+        """Settings from command-line options: ``thresholds`` overrides ``DriftThresholds`` fields
+        (``psi_alert``, ``min_samples``, ...); every problem is a ``ConfigError`` naming the option."""
+        from dataclasses import fields
+
+        known = {f.name for f in fields(DriftThresholds)}
+        unknown = sorted(set(thresholds or {}) - known)
+        if unknown:
+            raise ConfigError(f"unknown drift thresholds {unknown}; known: {sorted(known)}")
+        try:
+            chosen = DriftThresholds(**(thresholds or {}))  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ConfigError(
+                f"drift thresholds: {exc}", hint="see docs/drift.md#thresholds for what each one means"
+            ) from None
+        from fleet.drift.cohort import CohortError, parse_cohort
+
+        for cohort in cohorts:
+            try:
+                parse_cohort(cohort)
+            except CohortError as exc:
+                raise ConfigError(f"--drift-cohort: {exc}") from None
+        return cls(thresholds=chosen, webhook_url=webhook_url, cohorts=tuple(cohorts), **settings)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0 or self.debounce_s < 0 or self.min_gap_s < 0 or self.lookback_s <= 0:
+            raise ConfigError("drift intervals must be positive")
+        if self.webhook_attempts < 1:
+            raise ConfigError("the drift webhook needs at least one delivery attempt")
+        if self.webhook_url is not None:
+            parts = urlsplit(self.webhook_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    f"--drift-webhook {self.webhook_url!r} is not an http(s) URL",
+                    hint="write it like --drift-webhook https://hooks.example.com/edgefleet",
+                )
+
+
 def normalize_db_url(url: str) -> str:
     """Accept ``sqlite:///path`` and ``postgresql[+psycopg]://...``; always use psycopg 3 for PostgreSQL."""
     text = url.strip()
@@ -168,6 +308,8 @@ class ServerConfig:
     admin_token_file: Path | None = None
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
     mqtt_server_username: str = DEFAULT_MQTT_SERVER_USERNAME
+    ingest: IngestSettings | None = None  # None: no MQTT ingest (tests of the REST API alone)
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     @property
     def bundles_dir(self) -> Path:
@@ -193,8 +335,14 @@ class ServerConfig:
         trusted_keys: tuple[Path, ...] = (),
         admin_token_file: Path | None = None,
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+        mqtt_protocol: str | None = None,
+        drift: DriftSettings | None = None,
     ) -> ServerConfig:
-        """Check the command-line options together and fill in the defaults."""
+        """Check the command-line options together and fill in the defaults.
+
+        ``mqtt_protocol`` defaults per broker kind: MQTT 3.1.1 for the embedded amqtt broker (the
+        only version it speaks), MQTT 5 with ``$share`` subscriptions for an external broker.
+        """
         if mqtt_listen is not None and mqtt is not None:
             raise ConfigError(
                 "--mqtt-listen and --mqtt exclude each other",
@@ -210,6 +358,13 @@ class ServerConfig:
         )
         if max_bundle_bytes <= 0:
             raise ConfigError(f"the bundle size limit must be positive, not {max_bundle_bytes}")
+        protocol = parse_mqtt_protocol(mqtt_protocol) if mqtt_protocol else default_mqtt_protocol(broker)
+        if isinstance(broker, EmbeddedBrokerSettings) and protocol is MqttProtocol.V5:
+            raise ConfigError(
+                "the embedded amqtt broker speaks MQTT 3.1.1 only, not MQTT 5",
+                hint="leave --mqtt-protocol out (3.1.1 is the default with --mqtt-listen), or use an "
+                "external broker with --mqtt mqtt://HOST:PORT",
+            )
         return cls(
             data_dir=directory,
             http=parse_host_port(http, option="--http"),
@@ -224,4 +379,6 @@ class ServerConfig:
                 if isinstance(broker, ExternalBrokerSettings) and broker.url.username
                 else DEFAULT_MQTT_SERVER_USERNAME
             ),
+            ingest=IngestSettings(protocol=protocol, client_id=ingest_client_id(directory)),
+            drift=drift or DriftSettings(),
         )

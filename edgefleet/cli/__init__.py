@@ -9,7 +9,19 @@ from __future__ import annotations
 import typer
 
 from edgefleet import __version__
-from edgefleet.cli import agent, bundle, convert, demo, devices, keys, models_cmd, profiles, server, tokens
+from edgefleet.cli import (
+    agent,
+    bundle,
+    convert,
+    demo,
+    devices,
+    drift,
+    keys,
+    models_cmd,
+    profiles,
+    server,
+    tokens,
+)
 
 app = typer.Typer(
     name="edgefleet",
@@ -25,6 +37,7 @@ app.add_typer(agent.app, name="agent")
 app.add_typer(server.app, name="server")
 app.add_typer(devices.app, name="devices")
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(drift.app, name="drift")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(tokens.audit_app, name="audit")
 app.command(name="convert")(convert.convert)

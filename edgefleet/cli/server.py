@@ -63,11 +63,32 @@ def run_command(
     max_bundle_bytes: int = typer.Option(
         4 * 1024**3, "--max-bundle-bytes", min=1, help="Refuse bundle uploads larger than this."
     ),
+    mqtt_protocol: str | None = typer.Option(
+        None,
+        "--mqtt-protocol",
+        envvar="EDGEFLEET_MQTT_PROTOCOL",
+        help="MQTT version of the ingest: 5 or 3.1.1 (default 3.1.1 with the embedded broker, 5 with --mqtt).",
+        show_default=False,
+    ),
+    drift_webhook: str | None = typer.Option(
+        None,
+        "--drift-webhook",
+        envvar="EDGEFLEET_DRIFT_WEBHOOK",
+        help="POST drift alerts as JSON to this URL.",
+        show_default=False,
+    ),
+    drift_min_samples: int = typer.Option(
+        500, "--drift-min-samples", min=1, help="Samples a feature needs before drift is judged."
+    ),
+    drift_psi_alert: float = typer.Option(0.25, "--drift-psi-alert", help="PSI that raises an alert."),
+    drift_cohort: list[str] = typer.Option(
+        [], "--drift-cohort", help="Also watch tag:K=V or profile:P against the reference; repeat."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every HTTP request."),
 ) -> None:
     """Serve the REST API (OpenAPI at /docs), migrate the database, and run or check the MQTT broker."""
-    from fleet.config import ServerConfig
+    from fleet.config import DriftSettings, ServerConfig
     from fleet.errors import FleetError
     from fleet.server import prepare_server, serve
 
@@ -82,6 +103,12 @@ def run_command(
             trusted_keys=tuple(trusted_key),
             admin_token_file=admin_token_file,
             max_bundle_bytes=max_bundle_bytes,
+            mqtt_protocol=mqtt_protocol,
+            drift=DriftSettings.from_options(
+                webhook_url=drift_webhook,
+                cohorts=tuple(drift_cohort),
+                thresholds={"min_samples": drift_min_samples, "psi_alert": drift_psi_alert},
+            ),
         )
         prepared = prepare_server(config)
     except FleetError as exc:

@@ -227,3 +227,86 @@ class ModelVersionDetail(_Out):
     name: str
     version: str
     bundles: list[BundleDetail]
+
+
+# --- drift and alerts ---------------------------------------------------------------------------
+
+DriftLevel = Literal["insufficient", "ok", "warn", "alert"]
+
+
+class DriftBreach(_Out):
+    metric: str
+    value: float
+    threshold: float
+    level: DriftLevel
+
+
+class DriftFeature(_Out):
+    """One feature of a cohort against its baseline; distances are None when too few samples."""
+
+    feature: str
+    tensor: str
+    kind: str = Field(description="input or output")
+    samples: int
+    baseline_samples: int
+    psi: float | None
+    js: float | None = Field(description="Jensen-Shannon distance, base 2, in [0, 1]")
+    wasserstein: float | None = Field(description="W1 over bin centres, in reference standard deviations")
+    level: DriftLevel
+    breaches: list[DriftBreach] = Field(default_factory=list)
+    nonfinite: int = 0
+    mean: float | None = None
+    std: float | None = None
+    baseline_mean: float | None = None
+    baseline_std: float | None = None
+
+
+class DriftReportInfo(_Out):
+    """A model version's cohort over a time range, against the reference or another cohort."""
+
+    model: str
+    version: str
+    cohort: str
+    against: str
+    reference: str = Field(description="Fingerprint of the frozen bins the windows were counted into.")
+    since: datetime
+    until: datetime
+    devices: int
+    windows: int
+    samples: int
+    baseline_devices: int | None
+    baseline_windows: int | None
+    baseline_samples: int
+    level: DriftLevel
+    note: str | None = None
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+    features: list[DriftFeature] = Field(default_factory=list)
+
+
+class AlertInfo(_Out):
+    id: int
+    created_at: datetime
+    kind: str
+    severity: str
+    model: str | None
+    version: str | None
+    cohort: str | None
+    against: str | None
+    feature: str | None
+    metric: str | None
+    value: float | None
+    threshold: float | None
+    message: str | None
+    resolved_at: datetime | None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlertResolve(_Body):
+    note: str | None = Field(default=None, max_length=512)
+
+
+class DriftEvaluation(_Out):
+    evaluated_at: datetime
+    reports: int
+    opened: list[AlertInfo]
+    resolved: list[AlertInfo]

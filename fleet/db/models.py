@@ -93,6 +93,12 @@ class Device(Base):
     last_seq: Mapped[int | None] = mapped_column(BigInteger)  # the highest seq ingested
     status: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # the last status payload
     latest_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The ingest orders status and metrics by seq without parsing the JSON above (migration 0002):
+    # the seq of the status applied last, the seq its connection's Last Will carries, and the seq
+    # of the metrics in ``latest_metrics``.
+    status_seq: Mapped[int | None] = mapped_column(BigInteger)
+    will_seq: Mapped[int | None] = mapped_column(BigInteger)
+    metrics_seq: Mapped[int | None] = mapped_column(BigInteger)
     enrollment: Mapped[str] = mapped_column(String(16), default="provisioned")
     enrollment_token_id: Mapped[int | None] = mapped_column(
         ForeignKey("enrollment_tokens.id", ondelete="SET NULL")
@@ -214,7 +220,7 @@ class DriftWindow(_DeviceMessage, Base):
 
 
 class DeviceEvent(_DeviceMessage, Base):
-    """Events and OTA reports (``kind`` says which)."""
+    """Events, OTA reports and status changes (``kind``: ``event``, ``ota`` or ``status``)."""
 
     __tablename__ = "device_events"
     __table_args__ = (
@@ -229,6 +235,7 @@ class Alert(Base):
     """A drift (or health) threshold crossed: stored, audited, counted in /metrics."""
 
     __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_open", "kind", "model_name", "model_version", "resolved_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -244,3 +251,8 @@ class Alert(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     resolved_at: Mapped[datetime | None]
     message: Mapped[str | None] = mapped_column(Text)
+
+
+# The rollout tables live with the rollout controller, on this Base; importing them here puts them
+# in ``Base.metadata`` for Alembic, ``create_all`` and the schema test.
+from fleet.rollouts import models as _rollout_models  # noqa: E402, F401

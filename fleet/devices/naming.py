@@ -2,7 +2,9 @@
 
 Ids become MQTT topic levels, Mosquitto user names and ACL lines, so they are deliberately narrow:
 no '/', '+', '#', ':', whitespace or control characters can ever reach a topic or a config file.
-The topic layout mirrors BRIEF.md §3 (``edgefleet/v1/{fleet}/{device}/...``).
+The topic layout and channels are the MQTT contract's (``models.mqtt_contract``), imported here,
+never re-declared; the patterns below are at most as wide as the contract's topic segments, and
+a fleet name is shorter (it is a 64-character column).
 """
 
 from __future__ import annotations
@@ -10,16 +12,20 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from models.mqtt_contract import DEFAULT_FLEET as CONTRACT_DEFAULT_FLEET
+from models.mqtt_contract import TOPIC_ROOT as CONTRACT_TOPIC_ROOT
+from models.mqtt_contract import UPSTREAM_CHANNELS, Channel
+
 DEVICE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 FLEET_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 TAG_KEY_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$"
 TAG_VALUE_MAX_LENGTH: Final = 256
 PROFILE_PATTERN: Final = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-DEFAULT_FLEET: Final = "default"
+DEFAULT_FLEET: Final = CONTRACT_DEFAULT_FLEET
 
-TOPIC_ROOT: Final = "edgefleet/v1"
-DEVICE_PUBLISHES: Final = ("status", "metrics", "drift", "events", "ota")
-DEVICE_SUBSCRIBES: Final = ("desired",)
+TOPIC_ROOT: Final = CONTRACT_TOPIC_ROOT
+DEVICE_PUBLISHES: Final = tuple(channel.value for channel in UPSTREAM_CHANNELS)
+DEVICE_SUBSCRIBES: Final = (Channel.DESIRED.value,)
 
 
 def is_device_id(value: str) -> bool:
