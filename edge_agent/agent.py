@@ -23,6 +23,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from edge_agent.config import AgentConfig
+from edge_agent.ota import (
+    Credentials,
+    DownloadSettings,
+    Updater,
+    UpdaterSettings,
+    WatchPolicy,
+    create_engine,
+    spool_reporter,
+)
 from edge_agent.serving import (
     AgentServer,
     BatchingConfig,
@@ -43,7 +52,7 @@ from edge_agent.telemetry import (
 from edgefleet import __version__
 from hw_profiles import HardwareProfile, load_profile
 from models.bundle import load_trusted_keys
-from models.mqtt_contract import DesiredState, EventLevel, ModelState
+from models.mqtt_contract import DesiredState, EventLevel, ModelState, SlotState
 from models.stats import ReferenceStats
 
 log = logging.getLogger("edgefleet.agent")
@@ -181,6 +190,7 @@ class Agent:
         self.server: AgentServer | None = None
         self.telemetry: Telemetry | None = None
         self.spool: Spool | None = None
+        self.updater: Updater | None = None
         self._lock = DataDirLock(config.data_dir)
         self._started = False
 
@@ -202,7 +212,8 @@ class Agent:
             max_bytes=int(config.spool_max_bytes),
             synchronous="FULL" if config.spool_sync == "full" else "NORMAL",
         )
-        engine = self.engine = InferenceEngine.create(
+        # The updater loads a new version beside the old one and pins which one serves by default.
+        engine = self.engine = create_engine(
             data_dir=config.data_dir,
             trusted_keys=keys,
             profile=profile,
@@ -215,11 +226,27 @@ class Agent:
             models=lambda: model_states(engine),
             in_flight=lambda: requests_in_flight(engine),
             on_desired=self._on_desired,
+            ota=self._slot_state,
         )
         engine.add_observer(telemetry.observer)
         for bundle in config.bundle:
             installed = engine.install(bundle)
             telemetry.register_model(installed.name, installed.version, load_reference(installed))
+
+        def loaded(installed: InstalledBundle) -> None:
+            telemetry.register_model(installed.name, installed.version, load_reference(installed))
+
+        self.updater = Updater(
+            engine,
+            data_dir=config.data_dir,
+            trusted_keys=keys,
+            device_id=config.device_id,
+            report=spool_reporter(telemetry.outbox),
+            settings=self.updater_settings(config),
+            on_loaded=loaded,
+            on_serving_changed=telemetry.publish_status,
+        )
+        self.updater.resume()  # serve the committed slots before the server opens
         self.server = AgentServer(
             engine,
             ServerConfig(
@@ -235,8 +262,31 @@ class Agent:
         self._started = True
         return listening
 
+    def _slot_state(self) -> SlotState:
+        return self.updater.slot_state() if self.updater is not None else SlotState()
+
+    def updater_settings(self, config: AgentConfig) -> UpdaterSettings:
+        """Download credentials are the device's MQTT credentials (the fleet checks them the same way)."""
+        password = config.password()
+        credentials = Credentials(config.mqtt_username, password or "") if config.mqtt_username else None
+        return UpdaterSettings(
+            fleet_url=config.fleet_url,
+            credentials=credentials,
+            download=DownloadSettings(timeout_s=config.ota_download_timeout_s),
+            watch=WatchPolicy(
+                window_s=config.ota_watch_s,
+                window_requests=config.ota_watch_requests,
+                min_requests=config.ota_min_requests,
+                max_error_rate_increase=config.ota_max_error_rate_increase,
+                max_latency_ratio=config.ota_max_latency_ratio,
+            ),
+        )
+
     def stop(self) -> None:
         """Drain calls, stop telemetry (delivering what it can), release the data directory."""
+        if self.updater is not None:  # first: its status stays readable while the rest stops
+            self.updater.stop()
+            self.updater = None
         if self.server is not None:
             self.server.stop()  # closes the engine too
             self.server = None
@@ -260,8 +310,9 @@ class Agent:
             self.stop()
 
     def _on_desired(self, desired: DesiredState) -> None:
-        # The OTA updater (a later issue) converges to this; until then the agent records it.
         self.desired = desired
+        if self.updater is not None:
+            self.updater.on_desired(desired)
         if self.telemetry is not None:
             details: dict[str, Any] = {
                 "revision": desired.revision,

@@ -98,6 +98,24 @@ class AgentConfig(BaseModel):
     mqtt_inflight: int = Field(20, ge=1, le=1000, description="Messages published but not yet acknowledged.")
     reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay ceiling (full jitter).")
     reconnect_max_s: float = Field(60.0, gt=0, description="Largest reconnect delay.")
+    # --- OTA updates ------------------------------------------------------------------------------
+    fleet_url: str | None = Field(
+        None, description="The fleet server's base URL, for bundle downloads with relative URLs."
+    )
+    ota_watch_s: float = Field(
+        60.0, ge=0, description="Watch window after a switch, before commit (seconds)."
+    )
+    ota_watch_requests: int = Field(
+        0, ge=0, description="Close the watch window early after this many requests (0: time only)."
+    )
+    ota_min_requests: int = Field(20, ge=1, description="Requests the watch window needs before it judges.")
+    ota_max_error_rate_increase: float = Field(
+        0.05, ge=0, le=1, description="Error-rate rise over the old version that rolls back (0.05: 5 points)."
+    )
+    ota_max_latency_ratio: float = Field(
+        2.0, gt=0, description="p95 latency against the old version's that rolls back."
+    )
+    ota_download_timeout_s: float = Field(30.0, gt=0, description="Bundle download connect/read timeout.")
     # --- raw capture (opt-in, local only) ---------------------------------------------------------
     capture: bool = Field(False, description="Save a rate-limited sample of raw requests locally.")
     capture_dir: Path | None = Field(None, description="Where captures go (default: DATA_DIR/capture).")

@@ -67,6 +67,7 @@ class ModelRepository:
         self._batching = batching
         self._drain_timeout_s = drain_timeout_s
         self._entries: dict[str, dict[str, _Entry]] = {}
+        self._pins: dict[str, str] = {}
         self._lock = threading.Lock()
         self._admin = threading.RLock()
 
@@ -84,12 +85,31 @@ class ModelRepository:
                 versions[installed.version] = _Entry(installed)
                 return True
             if existing.installed.sha256 == installed.sha256:
+                if existing.state is ModelState.UNAVAILABLE:
+                    existing.installed = installed  # the same bundle, extracted elsewhere (an A/B slot)
                 return False
             raise LoadFailed(
                 f"model {installed.name!r} version {installed.version} is already known from another "
                 f"bundle ({existing.installed.source.name}, sha256 {existing.installed.sha256[:12]}...)",
                 hint="a version's contents never change: publish the new bundle under a higher version",
             )
+
+    def pin_default(self, name: str, version: str | None) -> None:
+        """Route requests naming no version to ``version`` while it is loaded (None: the highest).
+
+        The OTA updater checks a new version beside the serving one, then switches with one pin
+        change: requests in flight finish on the version they leased, new ones take the pinned one.
+        A pinned version that is not loaded is ignored, so a stale pin never hides a model.
+        """
+        with self._lock:
+            if version is None:
+                self._pins.pop(name, None)
+            else:
+                self._pins[name] = version
+
+    def pinned_default(self, name: str) -> str | None:
+        with self._lock:
+            return self._pins.get(name)
 
     def load(self, name: str, version: str | None = None) -> list[str]:
         """Load ``version`` of ``name``, or every known version of it; returns the versions now loaded."""
@@ -212,7 +232,8 @@ class ModelRepository:
                 f"model {name!r} is not loaded (known versions: {', '.join(_sorted_versions(versions))})",
                 hint="load it with RepositoryModelLoad",
             )
-        return ready[_sorted_versions(ready)[-1]]
+        pinned = ready.get(self._pins.get(name, ""))
+        return pinned if pinned is not None else ready[_sorted_versions(ready)[-1]]
 
     # --- questions ------------------------------------------------------------------------------
 

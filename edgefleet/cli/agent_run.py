@@ -85,6 +85,21 @@ def run(
     mqtt_inflight: int | None = typer.Option(None, "--mqtt-inflight", help=_help("mqtt_inflight")),
     reconnect_min_s: float | None = typer.Option(None, "--reconnect-min-s", help=_help("reconnect_min_s")),
     reconnect_max_s: float | None = typer.Option(None, "--reconnect-max-s", help=_help("reconnect_max_s")),
+    fleet_url: str | None = typer.Option(None, "--fleet-url", help=_help("fleet_url")),
+    ota_watch_s: float | None = typer.Option(None, "--ota-watch-s", help=_help("ota_watch_s")),
+    ota_watch_requests: int | None = typer.Option(
+        None, "--ota-watch-requests", help=_help("ota_watch_requests")
+    ),
+    ota_min_requests: int | None = typer.Option(None, "--ota-min-requests", help=_help("ota_min_requests")),
+    ota_max_error_rate_increase: float | None = typer.Option(
+        None, "--ota-max-error-rate-increase", help=_help("ota_max_error_rate_increase")
+    ),
+    ota_max_latency_ratio: float | None = typer.Option(
+        None, "--ota-max-latency-ratio", help=_help("ota_max_latency_ratio")
+    ),
+    ota_download_timeout_s: float | None = typer.Option(
+        None, "--ota-download-timeout-s", help=_help("ota_download_timeout_s")
+    ),
     capture: bool | None = typer.Option(None, "--capture/--no-capture", help=_help("capture")),
     capture_dir: Path | None = typer.Option(None, "--capture-dir", help=_help("capture_dir")),
     capture_per_minute: float | None = typer.Option(
