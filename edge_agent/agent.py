@@ -154,6 +154,7 @@ def telemetry_settings(config: AgentConfig) -> TelemetrySettings:
         inflight=config.mqtt_inflight,
         reconnect_min_s=config.reconnect_min_s,
         reconnect_max_s=config.reconnect_max_s,
+        protocol=config.mqtt_protocol,
     )
     capture = (
         CaptureSettings(

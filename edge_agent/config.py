@@ -94,6 +94,9 @@ class AgentConfig(BaseModel):
     mqtt_ca: Path | None = Field(None, description="CA certificate(s) to verify the broker (turns on TLS).")
     mqtt_cert: Path | None = Field(None, description="Client certificate for mutual TLS.")
     mqtt_key: Path | None = Field(None, description="Private key of the client certificate.")
+    mqtt_protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT version: 5, or 3.1.1 for brokers without it (the fleet's embedded broker)."
+    )
     mqtt_keepalive_s: int = Field(30, ge=5, le=65535, description="MQTT keep-alive (seconds).")
     mqtt_inflight: int = Field(20, ge=1, le=1000, description="Messages published but not yet acknowledged.")
     reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay ceiling (full jitter).")

@@ -91,6 +91,11 @@ class LinkSettings:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     connack_timeout_s: float = 10.0
+    protocol: str = "5"  # "5", or "3.1.1" for brokers without MQTT 5 (the embedded amqtt)
+
+    @property
+    def mqtt_v5(self) -> bool:
+        return self.protocol == "5"
 
     @property
     def tls(self) -> bool:
@@ -279,7 +284,12 @@ class MqttLink:
         self._bind(session)
         broker = self.settings.broker
         try:
-            client.connect(broker.host, broker.port, keepalive=self.settings.keepalive_s, clean_start=True)
+            if self.settings.mqtt_v5:
+                client.connect(
+                    broker.host, broker.port, keepalive=self.settings.keepalive_s, clean_start=True
+                )
+            else:
+                client.connect(broker.host, broker.port, keepalive=self.settings.keepalive_s)
         except (OSError, ValueError) as exc:
             self.stats.connect_failures += 1
             log.warning("cannot reach the MQTT broker at %s: %s", broker.url, exc)
@@ -303,10 +313,13 @@ class MqttLink:
         return session
 
     def _new_client(self, will_topic: str, will_payload: bytes) -> mqtt.Client:
+        v5 = self.settings.mqtt_v5
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.settings.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            # The spool is the only source of resends, so no broker session is needed (v3.1.1).
+            clean_session=None if v5 else True,
             reconnect_on_failure=False,
         )
         client.enable_logger(logging.getLogger("edgefleet.agent.paho"))

@@ -81,6 +81,7 @@ def run(
     mqtt_ca: Path | None = typer.Option(None, "--mqtt-ca", help=_help("mqtt_ca")),
     mqtt_cert: Path | None = typer.Option(None, "--mqtt-cert", help=_help("mqtt_cert")),
     mqtt_key: Path | None = typer.Option(None, "--mqtt-key", help=_help("mqtt_key")),
+    mqtt_protocol: str | None = typer.Option(None, "--mqtt-protocol", help=_help("mqtt_protocol")),
     mqtt_keepalive_s: int | None = typer.Option(None, "--mqtt-keepalive-s", help=_help("mqtt_keepalive_s")),
     mqtt_inflight: int | None = typer.Option(None, "--mqtt-inflight", help=_help("mqtt_inflight")),
     reconnect_min_s: float | None = typer.Option(None, "--reconnect-min-s", help=_help("reconnect_min_s")),

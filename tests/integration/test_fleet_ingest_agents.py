@@ -1,8 +1,7 @@
 """Real agents as devices: `edgefleet agent run` processes reporting to a real `edgefleet server run`.
 
-The agents speak MQTT 5 only, so they meet the server through Mosquitto (the embedded amqtt broker
-speaks MQTT 3.1.1; ``test_fleet_ingest`` covers it with simulated devices). The server runs on
-SQLite and on PostgreSQL. Agents appear as devices, their metrics and drift windows land in the
+The agents meet the server through Mosquitto with MQTT 5, on SQLite and on PostgreSQL, and through
+the server's embedded broker (amqtt, MQTT 3.1.1 only) with ``--mqtt-protocol 3.1.1``. Agents appear as devices, their metrics and drift windows land in the
 database, ``edgefleet devices ls --json`` shows them, and an agent killed with SIGKILL shows offline
 (its Last Will), while one stopped with SIGTERM says goodbye.
 """
@@ -12,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +128,42 @@ def test_agents_appear_report_and_go_offline(
         reports = api.get("/api/v1/drift", params={"model": MODEL, "cohort": "tag:kind=real"}).json()
     assert reports and reports[0]["note"] is None and reports[0]["devices"] == 2
     assert {f["feature"] for f in reports[0]["features"]} >= {"x/col[0]", "y/class"}
+
+
+@dataclass(frozen=True)
+class EmbeddedBroker:
+    url: str
+
+
+def test_an_agent_reports_through_the_embedded_broker_with_mqtt_311(tmp_path: Path) -> None:
+    bundle = telemetry_bundle(tmp_path / "bundle")
+    server = FleetServer(tmp_path / "server", trusted_keys=(bundle.public_key,)).start()
+    agent = AgentProcess(
+        EmbeddedBroker(f"mqtt://127.0.0.1:{server.mqtt_port}"),
+        bundle,
+        tmp_path / "agent",
+        device="agent-311",
+        fleet=FLEET,
+        options={"mqtt-protocol": "3.1.1", "metrics-interval-s": "0.5"},
+    )
+    try:
+        wait_ingest_ready(server.url)
+        with server.client(server.admin_token) as api:
+            created = api.post("/api/v1/devices", json={"id": "agent-311", "fleet": FLEET})
+            assert created.status_code == 201, created.text
+        agent.start()
+        agent.infer(4, rows=2)
+
+        def online_with_metrics() -> bool:
+            device = devices_ls(server).get("agent-311")
+            return bool(device and device["online"] and device["latest_metrics"])
+
+        wait_until(online_with_metrics, timeout=60, what="the agent online with metrics via amqtt")
+        assert devices_ls(server)["agent-311"]["models"] == {MODEL: "1.0.0"}
+        agent.stop(kill=True)
+        wait_until(
+            lambda: not devices_ls(server)["agent-311"]["online"], timeout=30, what="offline after SIGKILL"
+        )
+    finally:
+        agent.stop(kill=True)
+        server.stop()

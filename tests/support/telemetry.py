@@ -35,7 +35,6 @@ from paho.mqtt.properties import Properties
 from models.mqtt_contract import Channel, decode_upstream, parse_topic
 from models.stats import build_reference_stats
 from tests.support.bundles import BuiltBundle, build_test_bundle, tiny_forward
-from tests.support.mosquitto import MosquittoBroker
 from tests.support.net import free_port
 
 READY_MARKER = "agent ready"
@@ -233,9 +232,14 @@ def agent_command() -> list[str]:
     return [sys.executable, "-m", "edgefleet.cli.agent_run"]
 
 
+class HasUrl(Protocol):
+    @property
+    def url(self) -> str: ...
+
+
 @dataclass
 class AgentProcess:
-    broker: MosquittoBroker
+    broker: HasUrl  # a MosquittoBroker, or the fleet server's embedded broker
     bundle: TelemetryBundle
     data_dir: Path
     device: str = "dev-1"
