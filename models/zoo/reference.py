@@ -62,12 +62,13 @@ class ReferenceModel:
         """Calibration, evaluation (and, for trained models, training) arrays, shaped as the model's input."""
         return self.data_factory()
 
-    def write_data(self, out_dir: Path) -> tuple[Path, Path]:
+    def write_data(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``calib.npz`` and ``eval.npz``: one array per input, named as the input.
 
         ``eval.npz`` also holds ``labels`` (int64 class indices) when the model is labelled.
         """
         data = self.datasets()
+        out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         calib_path = out_dir / CALIB_FILE
         eval_path = out_dir / EVAL_FILE
@@ -78,12 +79,13 @@ class ReferenceModel:
         _save_npz(eval_path, eval_arrays)
         return calib_path, eval_path
 
-    def save_source(self, out_dir: Path, model: Any = None) -> Path:
+    def save_source(self, out_dir: str | Path, model: Any = None) -> Path:
         """Save the model as a converter input: torch as a ``.pt2`` ExportedProgram, keras as ``.keras``.
 
         The ``.pt2`` has a dynamic batch dimension; should ``torch.export`` ever fail on a model,
         a traced TorchScript ``.pt`` is written instead (the returned path's suffix tells which).
         """
+        out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         ready = model if model is not None else self.load()
         if self.framework == "keras":
