@@ -19,6 +19,7 @@ from edgefleet.cli import (
     keys,
     models_cmd,
     profiles,
+    rollout,
     server,
     tokens,
 )
@@ -38,6 +39,7 @@ app.add_typer(server.app, name="server")
 app.add_typer(devices.app, name="devices")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(drift.app, name="drift")
+app.add_typer(rollout.app, name="rollout")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(tokens.audit_app, name="audit")
 app.command(name="convert")(convert.convert)

@@ -13,6 +13,11 @@ Rules (BRIEF.md §4):
   reported and the canary served ``min_requests``; before that the verdict is WAIT.
 - Without control devices (the last wave updates everyone), the canary is compared with the
   baseline the same devices reported on the old version, when there is one.
+- A new version whose bundle carries no reference statistics cannot be judged on output drift
+  (``Snapshot.drift_measured`` False): that gate passes and says so, rather than waiting forever.
+  Output drift is a distance to the bundle's reference that is never zero, even for the same
+  distribution, so without a control or baseline figure the drift gate passes and says so too
+  (the error rate is compared with zero instead: zero errors is a real baseline).
 - A failed gate yields the rollout's configured action: PAUSE or ABORT.
 """
 
@@ -74,6 +79,7 @@ class Snapshot:
     control: CohortStats | None = None
     baseline: CohortStats | None = None  # the canary devices on the old version, before the update
     bake_elapsed: bool = False
+    drift_measured: bool = True  # False: the new version's bundle has no reference statistics
 
 
 @dataclass(frozen=True)
@@ -192,15 +198,28 @@ def _latency_ratio(snapshot: Snapshot, config: GateConfig) -> GateResult:
 
 def _drift_delta(snapshot: Snapshot, config: GateConfig) -> GateResult:
     name, limit, canary = "output_drift_delta", config.max_output_drift_delta, snapshot.canary
+    if not snapshot.drift_measured:
+        detail = "not measured: the new version's bundle carries no reference statistics"
+        return GateResult(name, True, None, limit, detail)
     if canary.reporting < config.min_reporting_devices or canary.output_drift is None:
         return GateResult(name, None, None, limit, _not_enough(canary, config))
-    reference, label = _reference(snapshot)
-    base = reference.output_drift if reference is not None and reference.output_drift is not None else 0.0
-    delta = canary.output_drift - base
-    detail = (
-        f"canary JS {canary.output_drift:.3f} against {label or 'reference'} {base:.3f}: delta {delta:+.3f}"
-    )
+    reference, label = _drift_reference(snapshot)
+    if reference is None:
+        # Live traffic never matches the calibration data exactly (a few hundred reference samples
+        # put even identical distributions at JS 0.1 or so), so zero is no baseline for drift.
+        detail = f"canary JS {canary.output_drift:.3f}; no control or baseline drift to compare with"
+        return GateResult(name, True, None, limit, detail)
+    delta = canary.output_drift - reference
+    detail = f"canary JS {canary.output_drift:.3f} against {label} {reference:.3f}: delta {delta:+.3f}"
     return GateResult(name, delta <= limit, delta, limit, f"{detail} (limit {limit:.3f})")
+
+
+def _drift_reference(snapshot: Snapshot) -> tuple[float | None, str]:
+    """The control's output drift when it has a figure, else the canary's old-version baseline's."""
+    for cohort, label in ((snapshot.control, "control"), (snapshot.baseline, "baseline")):
+        if cohort is not None and cohort.output_drift is not None:
+            return cohort.output_drift, label
+    return None, ""
 
 
 def _not_enough(canary: CohortStats, config: GateConfig) -> str:

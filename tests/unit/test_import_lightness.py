@@ -35,7 +35,7 @@ def test_cli_help_imports_no_framework() -> None:
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom edgefleet.cli import app\n"
         "result = CliRunner().invoke(app, ['--help'])\nassert result.exit_code == 0, result.output\n"
-        "groups = ('profiles', 'keys', 'bundle', 'agent', 'server', 'devices', 'models', 'drift', 'tokens', 'audit')\n"
+        "groups = ('profiles', 'keys', 'bundle', 'agent', 'server', 'devices', 'models', 'drift', 'rollout', 'tokens', 'audit')\n"
         "for group in groups:\n"
         "    assert CliRunner().invoke(app, [group, '--help']).exit_code == 0\n"
     )

@@ -109,6 +109,29 @@ def test_silent_control_falls_back_to_baseline() -> None:
     assert "baseline" in ratio.detail
 
 
+def test_a_bundle_without_reference_statistics_passes_the_drift_gate_saying_so() -> None:
+    canary = dataclasses.replace(HEALTHY, output_drift=None)
+    decision = evaluate_gates(Snapshot(canary, CONTROL, None, True, drift_measured=False), CONFIG)
+    assert decision.verdict == Verdict.PROCEED
+    drift = next(g for g in decision.gates if g.name == "output_drift_delta")
+    assert drift.passed is True and "no reference statistics" in drift.detail
+    # Measured, but no figure yet: that is missing data, not a pass.
+    assert evaluate_gates(Snapshot(canary, CONTROL, None, True), CONFIG).verdict == Verdict.WAIT
+
+
+def test_drift_without_a_control_or_baseline_figure_is_not_compared_with_zero() -> None:
+    drifting = dataclasses.replace(HEALTHY, output_drift=0.3)
+    silent = dataclasses.replace(CONTROL, output_drift=None)
+    decision = evaluate_gates(Snapshot(drifting, silent, None, True), CONFIG)
+    drift = next(g for g in decision.gates if g.name == "output_drift_delta")
+    assert (drift.passed, drift.value) == (True, None)
+    assert "no control or baseline drift" in drift.detail
+    baseline = dataclasses.replace(CONTROL, output_drift=0.05)
+    judged = evaluate_gates(Snapshot(drifting, silent, baseline, True), CONFIG)
+    assert judged.verdict == Verdict.ABORT
+    assert "against baseline 0.050" in judged.reason
+
+
 def test_a_wave_with_no_devices_yet_waits() -> None:
     decision = evaluate_gates(snap(CohortStats()), CONFIG)
     assert decision.verdict == Verdict.WAIT
@@ -117,7 +140,7 @@ def test_a_wave_with_no_devices_yet_waits() -> None:
 def test_decision_serialises_with_the_figures() -> None:
     data = evaluate_gates(snap(dataclasses.replace(HEALTHY, p95_ms=30.0)), CONFIG).as_dict()
     assert data["verdict"] == "abort"
-    gates = {g["name"]: g for g in data["gates"]}  # type: ignore[union-attr]
+    gates = {g["name"]: g for g in data["gates"]}  # type: ignore[attr-defined]
     assert gates["p95_latency_ratio"]["value"] == pytest.approx(3.0)
     assert gates["p95_latency_ratio"]["threshold"] == pytest.approx(1.5)
 
