@@ -4,9 +4,12 @@
     report = convert("models.zoo.digits_cnn:trained_model", ["raspberry-pi-5"],
                      "calib.npz", "eval.npz", "out/", "keys/edgefleet.key")
 
-Steps (``converter.passes``): load → plan → export → quantize → validate → benchmark → package.
-Planning (``converter.planning``) is pure and decides the format, precision and fallback chain
-per profile. torch, tensorflow and the runtimes are imported only inside the steps that use them.
+Sources: a PyTorch module (or factory, ``.pt2``, TorchScript), an ONNX file, a Keras model or a
+TensorFlow SavedModel directory. Steps (``converter.passes``): load → plan → export → quantize →
+validate → benchmark → package. Planning (``converter.planning``) and the int8 kernel decisions
+(``converter.int8_kernels``) are pure and decide the format, precision, calibration and fallback
+chain per profile. torch, tensorflow, onnx2torch and the runtimes are imported only inside the
+steps that use them.
 """
 
 from converter.artifacts import Artifact

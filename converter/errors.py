@@ -56,6 +56,7 @@ class ConversionError(Exception):
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # How the toolchains name an operator they cannot handle, most specific first.
 _UNSUPPORTED_OP_PATTERNS = (
+    re.compile(r"operation_type='(\w+)'"),  # onnx2torch: "Converter is not implemented (...)"
     re.compile(r"Lowering not found:\s*([\w.:]+)"),  # litert-torch
     re.compile(r"unrecognized namespace\s+([\w.:]+)"),  # torch.onnx (TorchScript)
     re.compile(r"[Uu]nsupported (?:operator|op)[^:]*:\s*'?([\w.:]+)"),

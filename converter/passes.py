@@ -20,11 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from converter.artifacts import Artifact
 from converter.context import ConversionContext, TargetState
 from converter.data import Dataset, check_dataset, read_npz
-from converter.errors import ConversionError
+from converter.errors import ConversionError, describe_failure
 from converter.metrics import compute_metrics, is_classifier, judge
-from converter.planning import SourceKind, TargetPlan, plan_target
+from converter.planning import CalibrationMethod, SourceKind, TargetPlan, plan_target
 from converter.quiet import quiet
-from converter.sources import load_source
+from converter.sources import SourceModel, load_source
 from hw_profiles.schema import AcceleratorKind, HardwareProfile, ModelFormat, Precision, Tolerance
 from models.bundle.manifest import TensorSpec
 
@@ -95,6 +95,9 @@ class PlanConfig(_Config):
     )
     formats: list[ModelFormat] | None = None
     precisions: list[Precision] | None = None
+    calibrations: list[CalibrationMethod] | None = Field(
+        default=None, description="Static int8 calibration methods to try (default: the toolchain's)."
+    )
 
 
 class PlanPass(Pass[PlanConfig]):
@@ -116,8 +119,15 @@ class PlanPass(Pass[PlanConfig]):
         ctx.targets = [
             TargetState(
                 profile=p,
-                plan=_with_toolchain_notes(
-                    p, plan_target(p, facts, formats=self.config.formats, precisions=self.config.precisions)
+                plan=with_toolchain_notes(
+                    p,
+                    plan_target(
+                        p,
+                        facts,
+                        formats=self.config.formats,
+                        precisions=self.config.precisions,
+                        calibrations=self.config.calibrations,
+                    ),
                 ),
             )
             for p in profiles
@@ -127,7 +137,7 @@ class PlanPass(Pass[PlanConfig]):
 EDGETPU_COMPILER = "edgetpu_compiler"
 
 
-def _with_toolchain_notes(profile: HardwareProfile, plan: TargetPlan) -> TargetPlan:
+def with_toolchain_notes(profile: HardwareProfile, plan: TargetPlan) -> TargetPlan:
     """Say what the bundle cannot do because a vendor compiler is missing on this machine."""
     wants_tpu = any(a.kind is AcceleratorKind.TPU for a in profile.accelerators)
     if not wants_tpu or plan.format is not ModelFormat.TFLITE:
@@ -184,7 +194,7 @@ class ExportPass(Pass[ExportConfig]):
             return ctx.base_exports[key]
         source = ctx.require_source()
         onnx_base = None
-        if fmt is ModelFormat.OPENVINO and source.kind is not SourceKind.KERAS:
+        if fmt is ModelFormat.OPENVINO and source.kind not in (SourceKind.KERAS, SourceKind.SAVED_MODEL):
             onnx_base = self.base(ctx, ModelFormat.ONNX, batch)
         directory = ctx.work_dir / "base" / f"{fmt.value}-{_batch_slug(batch)}"
         _fresh(directory)
@@ -194,22 +204,41 @@ class ExportPass(Pass[ExportConfig]):
 
                 path = export_tflite(source, directory, batch=batch or 1)
             elif fmt is ModelFormat.OPENVINO:
-                from converter.exporters.openvino_export import export_openvino
-                from converter.exporters.tflite_export import keras_export_model
-
-                if onnx_base is not None:
-                    path = export_openvino(directory, onnx=onnx_base)
-                else:
-                    with quiet():
-                        wrapped = keras_export_model(source, batch, dict_outputs=False)
-                    names = [s.name for s in source.outputs]
-                    path = export_openvino(directory, keras_model=wrapped, output_names=names)
+                path = _export_openvino(source, directory, batch, onnx_base)
             else:
                 from converter.exporters.onnx_export import export_onnx
 
                 path = export_onnx(source, directory, batch=batch, opset=self.config.opset)
         ctx.base_exports[key] = path
         return path
+
+
+def _export_openvino(source: SourceModel, directory: Path, batch: int | None, onnx_base: Path | None) -> Path:
+    """The fp32 IR: from the ONNX base, or straight from the Keras model or the SavedModel."""
+    from converter.exporters.openvino_export import export_openvino
+    from converter.exporters.saved_model import resign_saved_model
+    from converter.exporters.tflite_export import keras_export_model
+
+    names = [s.name for s in source.outputs]
+    if onnx_base is not None:
+        return export_openvino(directory, onnx=onnx_base)
+    if source.kind is SourceKind.SAVED_MODEL:
+        try:
+            with quiet():
+                resigned = resign_saved_model(source, directory / "source", batch=batch)
+        except Exception as exc:
+            raise ConversionError(
+                f"the SavedModel could not be re-signed for export: {describe_failure(exc)}",
+                step="export",
+                format=ModelFormat.OPENVINO.value,
+                hint="check that its serving_default signature runs on the calibration inputs",
+            ) from exc
+        path = export_openvino(directory, saved_model=resigned, output_names=names)
+        shutil.rmtree(directory / "source")  # the IR does not refer to it
+        return path
+    with quiet():
+        wrapped = keras_export_model(source, batch, dict_outputs=False)
+    return export_openvino(directory, keras_model=wrapped, output_names=names)
 
 
 # --- quantize -----------------------------------------------------------------------------------
@@ -261,9 +290,18 @@ class QuantizePass(Pass[QuantizeConfig]):
                 )
             else:
                 from converter.exporters.onnx_export import build_onnx_variant
+                from converter.int8_kernels import reduce_range_for, unsigned_activations_for
 
                 base = ctx.base_exports[(ModelFormat.ONNX.value, plan.batch)]
-                artifact = build_onnx_variant(base, attempt, directory, calibration, constraints)
+                artifact = build_onnx_variant(
+                    base,
+                    attempt,
+                    directory,
+                    calibration,
+                    constraints,
+                    reduce_range=reduce_range_for(target.profile),
+                    unsigned_activations=unsigned_activations_for(target.profile),
+                )
         state.artifact = artifact
 
 
@@ -311,7 +349,7 @@ class ValidatePass(Pass[ValidateConfig]):
         ):
             outputs = run_batches(session, evaluation, self.config.batch_size, advance)
             state.provider = session.provider
-            state.runtime_notes = list(session.fallbacks)
+            state.runtime_notes = [*session.fallbacks, *int8_kernel_notes(artifact, target.profile)]
             tensors = [*session.inputs, *session.outputs]
         full_integer = target.profile.quantization.full_integer_io
         missing = sorted(set(reference) - set(outputs))
@@ -335,7 +373,11 @@ class ValidatePass(Pass[ValidateConfig]):
 
 
 def open_artifact(artifact: Artifact, profile: HardwareProfile) -> Any:
-    """A runtime session for ``artifact`` with the profile's threads, providers, devices and delegates."""
+    """A runtime session for ``artifact`` with the profile's threads, providers, devices and delegates.
+
+    On this host: with the session entries the host's CPU needs to run the artifact faithfully
+    (``converter.int8_kernels``), on top of the profile's own options.
+    """
     from edge_agent.runtimes import RuntimeBackendError, open_session, options_from_profile
 
     fmt = artifact.attempt.format
@@ -349,7 +391,7 @@ def open_artifact(artifact: Artifact, profile: HardwareProfile) -> Any:
                 providers=options.providers,
                 devices=options.devices,
                 delegates=options.delegates,
-                options=options.extra,
+                options={**options.extra, **_host_options(artifact, profile)},
             )
     except RuntimeBackendError as exc:
         raise ConversionError(
@@ -359,6 +401,39 @@ def open_artifact(artifact: Artifact, profile: HardwareProfile) -> Any:
             hint="the artifact is broken or uses an operator this runtime lacks; "
             "pick another precision or format",
         ) from exc
+
+
+def _host_options(artifact: Artifact, profile: HardwareProfile) -> dict[str, str]:
+    from converter.benchmark import host_info
+    from converter.int8_kernels import host_session_options
+
+    host = host_info()
+    attempt = artifact.attempt
+    return host_session_options(attempt.format, attempt.precision, profile, host.machine, host.features)
+
+
+def int8_kernel_notes(artifact: Artifact, profile: HardwareProfile) -> list[str]:
+    """What the report should say about int8 kernels on this host and on the device."""
+    from converter.int8_kernels import PRECISE_QUANT_OPTION, reduce_range_for
+
+    attempt = artifact.attempt
+    if attempt.format is not ModelFormat.ONNX or attempt.precision not in (
+        Precision.INT8,
+        Precision.INT8_DYNAMIC,
+    ):
+        return []
+    notes = []
+    if reduce_range_for(profile):
+        notes.append(
+            f"int8 weights use 7 bits (reduce_range): {profile.name} is x86 without VNNI, where "
+            "ONNX Runtime's 8-bit kernels saturate"
+        )
+    if _host_options(artifact, profile):
+        notes.append(
+            f"validated and timed with {PRECISE_QUANT_OPTION}=1: this host is x86 without VNNI, "
+            "whose fast int8 kernels saturate; its int8 latency is pessimistic for the device"
+        )
+    return notes
 
 
 def run_batches(

@@ -7,15 +7,18 @@ the returned attempts in order and stops at the first artifact that passes valid
 The rules, in order:
 
 1. Format: the first of the requested formats (``--format``, else the profile's ``formats``) that
-   the source can reach. TFLite is built from PyTorch (litert-torch, which needs torch.export) or
-   from Keras (TFLiteConverter); ONNX from PyTorch or ONNX (no Keras → ONNX converter is
-   installed); OpenVINO IR from every source.
+   the source can reach. TFLite is built from PyTorch (litert-torch, which needs torch.export),
+   from ONNX (onnx2torch, then litert-torch) or from Keras and SavedModels (TFLiteConverter); ONNX
+   from PyTorch or ONNX (no TensorFlow → ONNX converter is installed); OpenVINO IR from every source.
 2. Precision: the first of the requested precisions (``--precision``, else the profile's
-   ``precisions``) that the format supports.
+   ``precisions``) that the format supports. Dynamic int8 ONNX of a convolutional model is refused
+   when asked for (ONNX Runtime would run ``ConvInteger``, slower than fp32) and skipped when it
+   only comes from the profile.
 3. Fallbacks: a static int8 attempt is expanded into one attempt per calibration method the format
-   offers; after the primary precision come the wider precisions the profile allows, narrowest
-   first (int8 → int8-dynamic → fp16 → fp32). A profile that demands integer I/O (the Edge TPU)
-   never falls back to float, because a float model would not run there at all.
+   offers (or the ones ``calibrations`` names); after the primary precision come the wider
+   precisions the profile allows, narrowest first (int8 → int8-dynamic → fp16 → fp32). A profile
+   that demands integer I/O (the Edge TPU) never falls back to float, because a float model would
+   not run there at all.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class SourceKind(StrEnum):
     TORCHSCRIPT = "torchscript"  # a scripted/traced module: only the legacy ONNX exporter takes it
     ONNX = "onnx"
     KERAS = "keras"  # a Keras 3 model (.keras, .h5, or a factory)
+    SAVED_MODEL = "saved-model"  # a TensorFlow SavedModel directory (tf.saved_model, keras export)
 
 
 class CalibrationMethod(StrEnum):
@@ -71,15 +75,23 @@ CALIBRATION_METHODS: dict[ModelFormat, tuple[CalibrationMethod, ...]] = {
     ),
     ModelFormat.TFLITE: (CalibrationMethod.HISTOGRAM, CalibrationMethod.MINMAX),
 }
-# Keras sources calibrate with TFLiteConverter, which has one method of its own.
+# TensorFlow sources (Keras, SavedModel) calibrate with TFLiteConverter, which has one method of its own.
+TENSORFLOW_SOURCES: frozenset[SourceKind] = frozenset({SourceKind.KERAS, SourceKind.SAVED_MODEL})
 KERAS_CALIBRATION_METHODS: dict[ModelFormat, tuple[CalibrationMethod, ...]] = {
     ModelFormat.TFLITE: (CalibrationMethod.CONVERTER,),
 }
 FORMAT_SOURCES: dict[ModelFormat, frozenset[SourceKind]] = {
     ModelFormat.ONNX: frozenset({SourceKind.TORCH, SourceKind.TORCHSCRIPT, SourceKind.ONNX}),
     ModelFormat.OPENVINO: frozenset(SourceKind),
-    ModelFormat.TFLITE: frozenset({SourceKind.TORCH, SourceKind.KERAS}),
+    # ONNX reaches TFLite through onnx2torch and litert-torch; TorchScript has no torch.export.
+    ModelFormat.TFLITE: frozenset(
+        {SourceKind.TORCH, SourceKind.ONNX, SourceKind.KERAS, SourceKind.SAVED_MODEL}
+    ),
 }
+TF2ONNX_MISSING = (
+    "ONNX from Keras or TensorFlow needs tf2onnx, which is not installed here "
+    "(its releases pin an older TensorFlow than this environment's)"
+)
 # Only TFLite (PT2E, or TFLiteConverter with int8 I/O) gives integer input and output tensors.
 INTEGER_IO_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.TFLITE})
 
@@ -142,12 +154,17 @@ def plan_target(
     *,
     formats: list[ModelFormat] | None = None,
     precisions: list[Precision] | None = None,
+    calibrations: list[CalibrationMethod] | None = None,
 ) -> TargetPlan:
-    """Decide what to build for ``profile``. Raises ``ConversionError(step="plan")`` when nothing fits."""
+    """Decide what to build for ``profile``. Raises ``ConversionError(step="plan")`` when nothing fits.
+
+    ``calibrations`` narrows (and orders) the static int8 calibration methods to try.
+    """
     notes: list[str] = []
     fmt = _choose_format(profile, facts, formats, notes)
     chain = _precision_chain(profile, facts, fmt, precisions, notes)
-    attempts = [attempt for precision in chain for attempt in _expand(fmt, precision, facts.source_kind)]
+    methods = _calibrations(profile, fmt, facts.source_kind, calibrations, chain, notes)
+    attempts = [attempt for precision in chain for attempt in _expand(fmt, precision, methods)]
     return TargetPlan(
         profile=profile.name,
         format=fmt,
@@ -179,12 +196,31 @@ def _choose_format(
     candidates = requested or profile.formats
     for fmt in candidates:
         if facts.source_kind not in FORMAT_SOURCES[fmt]:
-            notes.append(f"{fmt.value} skipped: it cannot be built from a {facts.source_kind} source")
+            why = (
+                TF2ONNX_MISSING
+                if fmt is ModelFormat.ONNX and facts.source_kind in TENSORFLOW_SOURCES
+                else f"it cannot be built from a {facts.source_kind} source"
+            )
+            notes.append(f"{fmt.value} skipped: {why}")
             continue
         if profile.quantization.full_integer_io and fmt not in INTEGER_IO_FORMATS:
             notes.append(f"{fmt.value} skipped: the profile needs integer I/O, which only tflite gives")
             continue
         return fmt
+    others = _names(_unique(runnable))
+    if facts.source_kind in TENSORFLOW_SOURCES and ModelFormat.ONNX in candidates:
+        raise ConversionError(
+            f"none of the formats {_names(candidates)} can be built from a {facts.source_kind} source: "
+            + TF2ONNX_MISSING,
+            step="plan",
+            format=candidates[0].value,
+            profile=profile.name,
+            hint=(
+                "convert to ONNX with tf2onnx in an environment of its own (python -m tf2onnx.convert "
+                "--saved-model DIR --output model.onnx) and give edgefleet the .onnx file, or pick "
+                f"another format with --format ({others})"
+            ),
+        )
     raise ConversionError(
         f"none of the formats {_names(candidates)} can be built from a {facts.source_kind} source"
         + (" with integer I/O" if profile.quantization.full_integer_io else ""),
@@ -192,8 +228,9 @@ def _choose_format(
         format=candidates[0].value,
         profile=profile.name,
         hint=(
-            "tflite is built from PyTorch (package.module:attr or .pt2) or Keras, onnx from PyTorch or "
-            f"ONNX: give such a source, or pick another format with --format ({_names(_unique(runnable))})"
+            "tflite is built from PyTorch (package.module:attr or .pt2), ONNX, Keras or a SavedModel; "
+            "onnx from PyTorch or ONNX: give such a source, or pick another format with --format "
+            f"({others})"
         ),
     )
 
@@ -221,6 +258,10 @@ def _precision_chain(
     for precision in wanted:
         if precision not in supported:
             notes.append(f"{precision.value} skipped: the {fmt.value} exporter does not build it")
+    if fmt is ModelFormat.ONNX and facts.has_conv and usable and usable[0] is Precision.INT8_DYNAMIC:
+        # Refused when asked for; skipped with a note when only the profile put it first. (As a
+        # fallback it is left out for every convolutional model, below.)
+        usable = _without_dynamic_onnx(profile, usable, bool(requested), notes)
     if not usable:
         raise ConversionError(
             f"the {fmt.value} exporter builds none of {_names(wanted)}",
@@ -231,10 +272,6 @@ def _precision_chain(
             "pick one with --precision, or another --format",
         )
     primary = usable[0]
-    if primary is Precision.INT8_DYNAMIC and facts.has_conv:
-        notes.append(
-            "int8-dynamic on a convolutional model runs ConvInteger, which is slow; static int8 is faster"
-        )
     if profile.quantization.full_integer_io:
         if primary is not Precision.INT8:
             raise ConversionError(
@@ -257,16 +294,68 @@ def _precision_chain(
     return [primary, *sorted(fallbacks, key=PRECISION_WIDTH.__getitem__)]
 
 
+DYNAMIC_CONV_REFUSAL = (
+    "dynamic int8 ONNX of a convolutional model runs ConvInteger in ONNX Runtime, which is slower "
+    "than fp32 on most CPUs: dynamic int8 is for models without convolutions (MLPs, transformers)"
+)
+
+
+def _without_dynamic_onnx(
+    profile: HardwareProfile, usable: list[Precision], refuse: bool, notes: list[str]
+) -> list[Precision]:
+    """Drop dynamic int8 for a convolutional ONNX model: refused when asked for, skipped otherwise."""
+    if refuse:
+        raise ConversionError(
+            DYNAMIC_CONV_REFUSAL,
+            step="plan",
+            format=ModelFormat.ONNX.value,
+            profile=profile.name,
+            hint="use --precision int8 (static QDQ, calibrated on --calib) or fp16 for this model",
+        )
+    notes.append(f"int8-dynamic skipped: {DYNAMIC_CONV_REFUSAL}")
+    return [p for p in usable if p is not Precision.INT8_DYNAMIC]
+
+
 def calibration_methods(fmt: ModelFormat, source_kind: SourceKind) -> tuple[CalibrationMethod, ...]:
     """The static int8 calibration methods to try, in order, for ``fmt`` built from ``source_kind``."""
-    if source_kind is SourceKind.KERAS and fmt in KERAS_CALIBRATION_METHODS:
+    if source_kind in TENSORFLOW_SOURCES and fmt in KERAS_CALIBRATION_METHODS:
         return KERAS_CALIBRATION_METHODS[fmt]
     return CALIBRATION_METHODS[fmt]
 
 
-def _expand(fmt: ModelFormat, precision: Precision, source_kind: SourceKind) -> list[Attempt]:
+def _calibrations(
+    profile: HardwareProfile,
+    fmt: ModelFormat,
+    source_kind: SourceKind,
+    requested: list[CalibrationMethod] | None,
+    chain: list[Precision],
+    notes: list[str],
+) -> tuple[CalibrationMethod, ...]:
+    """The calibration methods static int8 tries: the toolchain's, or those of them that were asked for."""
+    offered = calibration_methods(fmt, source_kind)
+    if not requested:
+        return offered
+    if Precision.INT8 not in chain:
+        notes.append("the calibration methods asked for are unused: nothing is quantized to static int8")
+        return offered
+    chosen = tuple(dict.fromkeys(m for m in requested if m in offered))
+    if not chosen:
+        raise ConversionError(
+            f"the {fmt.value} toolchain has no {_names(list(requested))} calibration "
+            f"for a {source_kind} source",
+            step="plan",
+            format=fmt.value,
+            profile=profile.name,
+            hint=f"pick one of {_names(list(offered))}",
+        )
+    skipped = [m for m in requested if m not in offered]
+    if skipped:
+        notes.append(f"calibration {_names(skipped)} skipped: {fmt.value} offers {_names(list(offered))}")
+    return chosen
+
+
+def _expand(fmt: ModelFormat, precision: Precision, methods: tuple[CalibrationMethod, ...]) -> list[Attempt]:
     if precision is Precision.INT8:
-        methods = calibration_methods(fmt, source_kind)
         return [Attempt(format=fmt, precision=precision, calibration=m) for m in methods]
     return [Attempt(format=fmt, precision=precision)]
 
@@ -283,7 +372,9 @@ def _batch(profile: HardwareProfile, facts: ModelFacts, fmt: ModelFormat, notes:
     return None
 
 
-def _names(values: list[ModelFormat] | list[Precision] | list[RuntimeName]) -> str:
+def _names(
+    values: list[ModelFormat] | list[Precision] | list[RuntimeName] | list[CalibrationMethod],
+) -> str:
     return ", ".join(v.value for v in values)
 
 

@@ -1,8 +1,8 @@
-"""Loading the trained model: PyTorch (module, factory, .pt2, TorchScript) or ONNX.
+"""Loading the trained model: PyTorch (module, factory, .pt2, TorchScript), ONNX, Keras or a SavedModel.
 
 The loader only reads: it finds the model, its input and output signature and the facts that
 planning needs, and it runs the fp32 original to give the reference every artifact is judged
-against. torch, onnx and onnxruntime are imported inside the functions that need them.
+against. torch, onnx, onnxruntime and tensorflow are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -23,14 +23,12 @@ from converter.planning import ModelFacts, SourceKind
 from converter.signature import concrete_shape, guess_layout, spec_from_array
 from models.bundle.manifest import TensorSpec
 
-if TYPE_CHECKING:
-    pass
-
-ModelSource = "str | Path | torch.nn.Module"
 TORCHSCRIPT_SUFFIXES = frozenset({".pt", ".pth", ".ts", ".torchscript", ".jit"})
 KERAS_SUFFIXES = frozenset({".keras", ".h5", ".hdf5"})
 _MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 REFERENCE_BATCH = 64
+SERVING_SIGNATURE = "serving_default"
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _GENERIC_FACTORY_NAMES = frozenset(
     {"model", "trained_model", "build", "build_model", "create", "create_model", "get_model", "load_model"}
 )
@@ -45,8 +43,12 @@ class SourceModel:
     description: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    module: Any = None  # torch.nn.Module for PyTorch sources
+    module: Any = None  # torch.nn.Module, keras.Model, or the loaded SavedModel object
     onnx_path: Path | None = None
+    saved_model_dir: Path | None = None
+    # The names the source itself gives its outputs, in order, where ``outputs`` renames them
+    # (a SavedModel's signature keys under --output names).
+    output_keys: list[str] | None = None
     has_conv: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -60,7 +62,13 @@ class SourceModel:
             return _run_onnx(self, feeds)
         if self.kind is SourceKind.KERAS:
             return _run_keras(self, feeds)
+        if self.kind is SourceKind.SAVED_MODEL:
+            return _run_saved_model(self, feeds)
         return _run_torch(self, feeds)
+
+    def native_output_names(self) -> list[str]:
+        """The outputs' names as the source itself calls them, in order."""
+        return list(self.output_keys) if self.output_keys else [s.name for s in self.outputs]
 
 
 def load_source(
@@ -73,9 +81,10 @@ def load_source(
     """Load ``source``: a model object, ``package.module:attr``, or a .pt2/.pt/.onnx/.keras path.
 
     A model object (or what ``package.module:attr`` names, or its zero-argument factory returns)
-    is a ``torch.nn.Module`` or a ``keras.Model``. ``inputs`` (from ``--input``) fix names, shapes
-    and dtypes; without them, a PyTorch model's inputs are read from ``sample_arrays`` (the
-    calibration set) and its ``forward`` signature.
+    is a ``torch.nn.Module`` or a ``keras.Model``; a directory holding ``saved_model.pb`` is a
+    TensorFlow SavedModel (its ``serving_default`` signature). ``inputs`` (from ``--input``) fix
+    names, shapes and dtypes; without them, a PyTorch model's inputs are read from
+    ``sample_arrays`` (the calibration set) and its ``forward`` signature.
     """
     if not isinstance(source, (str, Path)):
         return _from_model_object(source, "model", "in-memory model", inputs, output_names, sample_arrays)
@@ -88,8 +97,11 @@ def load_source(
         raise ConversionError(
             f"model {text} does not exist",
             step="load",
-            hint="give a file (.onnx, .pt2, TorchScript .pt, .keras) or a model as package.module:attr",
+            hint="give a file (.onnx, .pt2, TorchScript .pt, .keras), a SavedModel directory, "
+            "or a model as package.module:attr",
         )
+    if path.is_dir() and any((path / name).is_file() for name in SAVED_MODEL_FILES):
+        return _from_saved_model(path, inputs, output_names)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return _from_onnx(path, inputs)
@@ -99,13 +111,6 @@ def load_source(
         return _from_torchscript(path, inputs, output_names, sample_arrays)
     if suffix in KERAS_SUFFIXES:
         return _from_keras_file(path, inputs, output_names)
-    if path.is_dir() and (path / "saved_model.pb").exists():
-        raise ConversionError(
-            f"{path.name} is a TensorFlow SavedModel, which edgefleet does not convert yet",
-            step="load",
-            hint="give the Keras model instead (a .keras file, or package.module:attr of a keras.Model), "
-            "or export it to ONNX (tf2onnx) and convert the .onnx file",
-        )
     if suffix == ".tflite" or (path / "model.xml").exists():
         raise ConversionError(
             f"{path.name} is already a deployable model",
@@ -117,7 +122,7 @@ def load_source(
         f"do not know how to load {path.name}",
         step="load",
         hint="supported sources: .onnx, .pt2 (torch.export.save), TorchScript .pt, .keras, "
-        "or package.module:attr",
+        "a SavedModel directory (with saved_model.pb), or package.module:attr",
     )
 
 
@@ -532,6 +537,95 @@ def _run_keras(source: SourceModel, feeds: Mapping[str, np.ndarray]) -> dict[str
         args = [feeds[s.name][start : start + REFERENCE_BATCH] for s in source.inputs]
         result = source.module(args if len(args) > 1 else args[0], training=False)
         parts.append([np.asarray(r) for r in _flatten_outputs(result)])
+    return {spec.name: np.concatenate([p[i] for p in parts]) for i, spec in enumerate(source.outputs)}
+
+
+# --- TensorFlow SavedModel ----------------------------------------------------------------------
+
+
+def _from_saved_model(
+    path: Path, overrides: Sequence[TensorSpec] | None, output_names: Sequence[str] | None
+) -> SourceModel:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise ConversionError(
+            f"{path.name} is not a loadable SavedModel: {describe_failure(exc)}",
+            step="load",
+            hint="write it with tf.saved_model.save(module, dir, signatures=...) or Keras model.export(dir)",
+        ) from exc
+    signatures = dict(getattr(loaded, "signatures", {}))
+    if SERVING_SIGNATURE not in signatures:
+        raise ConversionError(
+            f"SavedModel {path.name} has no {SERVING_SIGNATURE!r} signature "
+            f"(it has {sorted(signatures) or 'none'})",
+            step="load",
+            hint="save it with signatures={'serving_default': function}; Keras model.export(dir) adds one",
+        )
+    function = signatures[SERVING_SIGNATURE]
+    _, keyword_specs = function.structured_input_signature
+    inputs = [_tf_spec(name, spec, path.name) for name, spec in keyword_specs.items()]
+    if overrides:
+        inputs = _apply_overrides(inputs, overrides, path.name)
+    keys = list(function.structured_outputs)
+    names = list(output_names) if output_names else keys
+    if len(names) != len(keys):
+        raise ConversionError(
+            f"SavedModel {path.name} has {len(keys)} outputs ({', '.join(keys)}), "
+            f"but {len(names)} output names were given",
+            step="load",
+            hint="give one --output name per signature output, in the order listed",
+        )
+    outputs = [
+        _tf_spec(name, function.structured_outputs[key], path.name)
+        for name, key in zip(names, keys, strict=True)
+    ]
+    return SourceModel(
+        kind=SourceKind.SAVED_MODEL,
+        name=_slug(path.name),
+        description=str(path),
+        inputs=inputs,
+        outputs=outputs,
+        module=loaded,
+        saved_model_dir=path,
+        output_keys=keys if names != keys else None,
+        has_conv=_tf_has_conv(function),
+    )
+
+
+def _tf_spec(name: str, spec: Any, model: str) -> TensorSpec:
+    if spec.shape.rank is None:
+        raise ConversionError(
+            f"SavedModel {model}: tensor {name!r} has an unknown rank",
+            step="load",
+            hint="save the signature with a TensorSpec of known rank, e.g. [None, 224, 224, 3]",
+        )
+    shape = [-1 if d is None else int(d) for d in spec.shape.as_list()]
+    return TensorSpec(name=name, shape=shape, dtype=spec.dtype.name, layout=guess_layout(shape))
+
+
+def _tf_has_conv(function: Any) -> bool:
+    """Whether the signature's graph (or a function it calls) holds a convolution."""
+    graph = function.graph.as_graph_def()
+    ops = {node.op for node in graph.node}
+    ops |= {node.op for library_function in graph.library.function for node in library_function.node_def}
+    return any("Conv" in op for op in ops)
+
+
+def _run_saved_model(source: SourceModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    function = source.module.signatures[SERVING_SIGNATURE]
+    keys = source.native_output_names()
+    count = len(next(iter(feeds.values())))
+    parts: list[list[np.ndarray]] = []
+    for start in range(0, count, REFERENCE_BATCH):
+        result = function(
+            **{s.name: tf.constant(feeds[s.name][start : start + REFERENCE_BATCH]) for s in source.inputs}
+        )
+        parts.append([np.asarray(result[key]) for key in keys])
     return {spec.name: np.concatenate([p[i] for p in parts]) for i, spec in enumerate(source.outputs)}
 
 

@@ -36,8 +36,9 @@ from converter.passes import (
     ValidateConfig,
     ValidatePass,
     plan_summary,
+    with_toolchain_notes,
 )
-from converter.planning import plan_target
+from converter.planning import CalibrationMethod, plan_target
 from converter.progress import NullProgress, Progress
 from converter.report import AttemptRecord, ConversionReport, ProfileResult
 from converter.signature import parse_input_spec
@@ -75,6 +76,7 @@ class Workflow:
     allow_degraded: bool = False
     formats: list[ModelFormat] | None = None
     precisions: list[Precision] | None = None
+    calibrations: list[CalibrationMethod] | None = None
     errors: list[ConversionError] = field(default_factory=list)
 
     def run(self, ctx: ConversionContext) -> list[ProfileResult]:
@@ -160,8 +162,15 @@ class Workflow:
         if not remaining:
             return False
         try:
-            target.plan = plan_target(
-                target.profile, ctx.require_source().facts(), formats=remaining, precisions=self.precisions
+            target.plan = with_toolchain_notes(
+                target.profile,
+                plan_target(
+                    target.profile,
+                    ctx.require_source().facts(),
+                    formats=remaining,
+                    precisions=self.precisions,
+                    calibrations=self.calibrations,
+                ),
             )
         except ConversionError:
             return False
@@ -255,6 +264,7 @@ def convert(
     *,
     formats: Sequence[ModelFormat | str] | None = None,
     precisions: Sequence[Precision | str] | None = None,
+    calibrations: Sequence[CalibrationMethod | str] | None = None,
     allow_degraded: bool = False,
     progress: Progress | None = None,
     inputs: Sequence[TensorSpec | str] | None = None,
@@ -271,8 +281,10 @@ def convert(
     a ``.pt2``, TorchScript ``.pt`` or ``.onnx`` file. ``profiles``: names, YAML paths or
     ``HardwareProfile`` objects. ``calib``/``eval``: ``.npz`` files with one array per input
     (``eval`` may add ``labels``). ``key``: the Ed25519 private key that signs the bundles.
-    ``formats``/``precisions`` override the profiles' preferences; ``inputs`` (``TensorSpec`` or
-    ``name:1x3x224x224:float32``) describe a PyTorch model's inputs when the data cannot.
+    ``formats``/``precisions`` override the profiles' preferences; ``calibrations`` narrows (and
+    orders) the static int8 calibration methods tried (``minmax``, ``entropy``, ``percentile``, ...);
+    ``inputs`` (``TensorSpec`` or ``name:1x3x224x224:float32``) describe a PyTorch model's inputs when
+    the data cannot.
 
     Writes ``<name>-<version>-<profile>.efb`` per profile, ``report.json`` and ``report.md``.
     Raises ``ConversionError`` for bad input (before anything is built), and ``ConversionFailed``
@@ -283,6 +295,7 @@ def convert(
     specs = [parse_input_spec(i) if isinstance(i, str) else i for i in inputs] if inputs else None
     fmt_list = [ModelFormat(f) for f in formats] if formats else None
     precision_list = [Precision(p) for p in precisions] if precisions else None
+    calibration_list = [CalibrationMethod(c) for c in calibrations] if calibrations else None
     ctx = ConversionContext(out_dir=out, work_dir=out / WORK_DIR, progress=progress)
     if ctx.work_dir.exists():
         shutil.rmtree(ctx.work_dir)
@@ -300,7 +313,14 @@ def convert(
                     output_names=output_names,
                 )
             ),
-            PlanPass(PlanConfig(profiles=list(profiles), formats=fmt_list, precisions=precision_list)),
+            PlanPass(
+                PlanConfig(
+                    profiles=list(profiles),
+                    formats=fmt_list,
+                    precisions=precision_list,
+                    calibrations=calibration_list,
+                )
+            ),
         ],
         build=[
             ExportPass(ExportConfig()),
@@ -323,6 +343,7 @@ def convert(
         allow_degraded=allow_degraded,
         formats=fmt_list,
         precisions=precision_list,
+        calibrations=calibration_list,
     )
     results = workflow.run(ctx)
     report = build_report(ctx, results, name=name or ctx.require_source().name, version=version)

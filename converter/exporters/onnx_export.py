@@ -43,7 +43,24 @@ def export_onnx(
         _normalise_onnx(source.onnx_path, path, batch)
     else:
         _export_torch(source, path, batch, opset)
+        _strip_exporter_metadata(path)
     return path
+
+
+def _strip_exporter_metadata(path: Path) -> None:
+    """Drop what torch.onnx records per node: stack traces, fx nodes, class paths, doc strings.
+
+    They are for debugging the exporter and they weigh: 150 kB in mobilenet-mini, 3% of its fp32
+    model and 8% of its int8 one. Worse, the stack traces hold the absolute path of the model's
+    source file, so the same model converted from two checkouts would differ byte for byte.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=True)
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    save_onnx(model, path)
 
 
 def onnx_files(directory: Path) -> dict[str, Any]:
@@ -60,8 +77,16 @@ def build_onnx_variant(
     directory: Path,
     calibration: Dataset,
     constraints: QuantizationConstraints,
+    *,
+    reduce_range: bool = False,
+    unsigned_activations: bool = False,
 ) -> Artifact:
-    """The ONNX artifact for ``attempt`` (fp32, fp16, int8 with a calibration method, int8-dynamic)."""
+    """The ONNX artifact for ``attempt`` (fp32, fp16, int8 with a calibration method, int8-dynamic).
+
+    ``reduce_range`` quantizes weights to 7 bits, for x86 devices without VNNI;
+    ``unsigned_activations`` quantizes static int8 activations to uint8, for x86 devices
+    (``converter.int8_kernels`` decides both).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / MODEL_FILE
     with quiet():
@@ -71,9 +96,18 @@ def build_onnx_variant(
             elif attempt.precision is Precision.FP16:
                 _to_fp16(base, out)
             elif attempt.precision is Precision.INT8:
-                _quantize_static(base, out, calibration, attempt.calibration, constraints, directory)
+                _quantize_static(
+                    base,
+                    out,
+                    calibration,
+                    attempt.calibration,
+                    constraints,
+                    directory,
+                    reduce_range=reduce_range,
+                    unsigned_activations=unsigned_activations,
+                )
             else:
-                _quantize_dynamic(base, out, constraints)
+                _quantize_dynamic(base, out, constraints, reduce_range)
         except ConversionError:
             raise
         except Exception as exc:
@@ -207,6 +241,9 @@ def _quantize_static(
     method: CalibrationMethod | None,
     constraints: QuantizationConstraints,
     directory: Path,
+    *,
+    reduce_range: bool,
+    unsigned_activations: bool,
 ) -> None:
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -220,20 +257,27 @@ def _quantize_static(
             hint=f"use one of {', '.join(m.value for m in _ORT_METHODS)}",
         )
     prepared = directory / "preprocessed.onnx"
+    cache = directory / "calibration.json"
     try:
         quant_pre_process(str(base), str(prepared), skip_symbolic_shape=True)
     except Exception:  # pre-processing only helps: quantize the model as it is
         shutil.copyfile(base, prepared)
+    reader = _Reader(calibration, _static_batch(base))
+    ort_method = getattr(OrtMethod, _ORT_METHODS[method])
+    if method is CalibrationMethod.ENTROPY:
+        _entropy_ranges(prepared, reader, cache)
     try:
         quantize_static(
             str(prepared),
             str(out),
-            _Reader(calibration, _static_batch(base)),
+            None if cache.is_file() else reader,
             quant_format=QuantFormat.QDQ,
             per_channel=constraints.per_channel,
-            activation_type=QuantType.QInt8,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8 if unsigned_activations else QuantType.QInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=getattr(OrtMethod, _ORT_METHODS[method]),
+            calibrate_method=ort_method,
+            calibration_cache_path=str(cache) if cache.is_file() else None,
             use_external_data_format=base.with_name(f"{base.name}.data").exists(),
             extra_options={
                 "ActivationSymmetric": constraints.symmetric_activations,
@@ -242,31 +286,80 @@ def _quantize_static(
         )
     finally:
         prepared.unlink(missing_ok=True)
+        cache.unlink(missing_ok=True)
 
 
-def _quantize_dynamic(base: Path, out: Path, constraints: QuantizationConstraints) -> None:
+# ONNX Runtime's Entropy calibrator defaults to 128 histogram bins for 128 quantized bins, which
+# leaves its KL search no threshold below the maximum: it returns MinMax's ranges exactly. TensorRT's
+# entropy calibration (which ONNX Runtime's follows) searches a 2048-bin histogram.
+ENTROPY_HISTOGRAM_BINS = 2048
+ENTROPY_QUANTIZED_BINS = 128
+
+
+def _entropy_ranges(model: Path, reader: _Reader, cache: Path) -> None:
+    """Calibrate ``model`` with the KL-divergence search on a fine histogram; save the ranges to ``cache``."""
+    import tempfile
+
+    from onnxruntime.quantization.calibrate import CalibrationMethod as OrtMethod
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    with tempfile.TemporaryDirectory(prefix="edgefleet-entropy-") as scratch:
+        calibrator = create_calibrator(
+            model,
+            augmented_model_path=str(Path(scratch) / "augmented.onnx"),
+            calibrate_method=OrtMethod.Entropy,
+            use_external_data_format=model.with_name(f"{model.name}.data").exists(),
+            extra_options={
+                "num_bins": ENTROPY_HISTOGRAM_BINS,
+                "num_quantized_bins": ENTROPY_QUANTIZED_BINS,
+            },
+        )
+        calibrator.collect_data(reader)
+        save_tensors_data(calibrator.compute_data(), cache)
+
+
+def _quantize_dynamic(
+    base: Path, out: Path, constraints: QuantizationConstraints, reduce_range: bool
+) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
         str(base),
         str(out),
         per_channel=constraints.per_channel,
+        reduce_range=reduce_range,
         weight_type=QuantType.QInt8,
         use_external_data_format=base.with_name(f"{base.name}.data").exists(),
     )
 
 
+CALIBRATION_BATCH = 32
+
+
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader protocol over a Dataset."""
+    """ONNX Runtime's CalibrationDataReader protocol over a Dataset.
+
+    Every batch has the same size: ONNX Runtime's histogram calibrators (Entropy, Percentile)
+    stack the batches' activations into one array and fail on a short last batch. Without a fixed
+    model batch, the size is the largest divisor of the sample count up to ``CALIBRATION_BATCH``,
+    so that no sample is dropped.
+    """
 
     def __init__(self, data: Dataset, batch: int | None) -> None:
-        self._batches: Iterator[dict[str, np.ndarray]] = data.batches(batch or 32)
+        size = batch or even_batch(data.size, CALIBRATION_BATCH)
+        usable = data.size - data.size % size
+        self._batches: Iterator[dict[str, np.ndarray]] = data.take(usable).batches(size)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
 
     def rewind(self) -> None:  # part of the protocol; each reader is used once
         return None
+
+
+def even_batch(count: int, limit: int) -> int:
+    """The largest batch size up to ``limit`` that divides ``count`` (1 when count is prime)."""
+    return next(size for size in range(min(limit, max(count, 1)), 0, -1) if count % size == 0)
 
 
 def _static_batch(path: Path) -> int | None:

@@ -40,10 +40,11 @@ def export_openvino(
     directory: Path,
     *,
     onnx: Path | None = None,
+    saved_model: Path | None = None,
     keras_model: Any = None,
     output_names: list[str] | None = None,
 ) -> Path:
-    """Convert the fp32 ONNX model (or a Keras model) to ``directory/model.xml``: the base IR.
+    """Convert the fp32 ONNX model, SavedModel directory or Keras model to ``directory/model.xml``.
 
     ``ov.convert_model`` (not ``Core.read_model``) also runs the offline graph transformations,
     BatchNorm folding and friends, which gives a smaller, faster model to quantize.
@@ -51,9 +52,10 @@ def export_openvino(
     import openvino as ov
 
     directory.mkdir(parents=True, exist_ok=True)
+    path = onnx if onnx is not None else saved_model
     with quiet():
         try:
-            model = ov.convert_model(str(onnx) if onnx is not None else keras_model)
+            model = ov.convert_model(str(path) if path is not None else keras_model)
         except Exception as exc:
             raise ConversionError(
                 f"OpenVINO could not convert the model: {describe_failure(exc)}",
@@ -62,9 +64,7 @@ def export_openvino(
                 hint="an operator has no OpenVINO translation: pick another --format for this profile",
             ) from exc
         if output_names is not None:
-            # Keras names outputs after internal tensors (keras_tensor_27); use the model's names.
-            for port, name in zip(model.outputs, output_names, strict=True):
-                port.get_tensor().set_names({name})
+            name_outputs(model, output_names)
         canonical_names(model)
         ov.save_model(model, str(directory / MODEL_FILE), compress_to_fp16=False)
     _scrub_paths(directory / MODEL_FILE)
@@ -113,6 +113,27 @@ def build_openvino(
         model_file=MODEL_FILE,
         files={MODEL_FILE: "model", WEIGHTS_FILE: "weights"},
     )
+
+
+def name_outputs(model: Any, names: list[str]) -> None:
+    """Give each output exactly its bundle name.
+
+    A port that already carries one of ``names`` among its tensor names keeps that one (a
+    SavedModel's signature keys); the rest are named in order (Keras names outputs after
+    internal tensors, ``keras_tensor_27``).
+    """
+    ports = list(model.outputs)
+    if len(ports) != len(names):
+        raise ConversionError(
+            f"OpenVINO sees {len(ports)} outputs, the source {len(names)}",
+            step="export",
+            format=_FORMAT,
+            hint="this is a converter bug worth reporting; meanwhile pick another --format",
+        )
+    by_port = {i: next((n for n in names if n in port.get_names()), None) for i, port in enumerate(ports)}
+    remaining = iter(n for n in names if n not in by_port.values())
+    for i, port in enumerate(ports):
+        port.get_tensor().set_names({by_port[i] or next(remaining)})
 
 
 def canonical_names(model: Any) -> None:

@@ -1,12 +1,14 @@
-"""TFLite from PyTorch (litert-torch) or Keras (TFLiteConverter): fp32, fp16, static and dynamic int8.
+"""TFLite from PyTorch or ONNX (litert-torch) or TensorFlow (TFLiteConverter): fp32, fp16, int8.
 
 Every route wraps the model so the TFLite signature carries the model's own input and output
 names (``input`` → ``logits``) instead of ``args_0``/``output_0``. From PyTorch, static int8 uses
 PT2E (``prepare_pt2e``, calibrate, ``convert_pt2e``), which gives int8 weights, activations,
-inputs and outputs; the session dequantizes for float clients. From Keras, static int8 is
-TFLiteConverter's post-training quantization with a representative dataset (float I/O, or int8
-I/O when the profile needs full-integer models). fp16 and dynamic int8 rewrite the fp32 model's
-weights with ai-edge-quantizer, whatever the source.
+inputs and outputs; the session dequantizes for float clients. An ONNX model takes the same
+route once onnx2torch has made a PyTorch module of it (``converter.exporters.onnx_to_torch``).
+From Keras (``from_keras_model``) or a SavedModel (``from_saved_model``, re-signed with the
+planned batch), static int8 is TFLiteConverter's post-training quantization with a
+representative dataset (float I/O, or int8 I/O when the profile needs full-integer models).
+fp16 and dynamic int8 rewrite the fp32 model's weights with ai-edge-quantizer, whatever the source.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import numpy as np
 from converter.artifacts import Artifact
 from converter.data import Dataset
 from converter.errors import ConversionError, describe_failure, unsupported_operator
-from converter.planning import Attempt, CalibrationMethod, SourceKind
+from converter.planning import TENSORFLOW_SOURCES, Attempt, CalibrationMethod, SourceKind
 from converter.quiet import quiet
-from converter.signature import concrete_shape
+from converter.signature import concrete_shape, with_batch
 from converter.sources import SourceModel
 from hw_profiles.schema import ModelFormat, Precision, QuantizationConstraints
 
@@ -33,14 +35,32 @@ _FORMAT = ModelFormat.TFLITE.value
 
 
 def export_tflite(source: SourceModel, directory: Path, *, batch: int) -> Path:
-    """Write the fp32 ``directory/model.tflite``: the base for fp16 and int8-dynamic (and an op check)."""
+    """Write the fp32 ``directory/model.tflite``: the base for fp16 and int8-dynamic (and an op check).
+
+    For a SavedModel, the re-signed SavedModel it was converted from stays beside it
+    (``directory/saved_model``), for the int8 attempts to calibrate from.
+    """
     _require_buildable(source)
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / MODEL_FILE
-    if source.kind is SourceKind.KERAS:
-        _run_step("export", "fp32", lambda: _keras_to_tflite(source, out, batch))
+    if source.kind is SourceKind.SAVED_MODEL:
+        from converter.exporters.saved_model import resign_saved_model
+
+        def convert_saved_model() -> None:
+            _tf_to_tflite(
+                source, _from_saved_model(resign_saved_model(source, directory, batch=batch)), out, batch
+            )
+
+        _run_step("export", "fp32", convert_saved_model)
+    elif source.kind is SourceKind.KERAS:
+        _run_step("export", "fp32", lambda: _tf_to_tflite(source, _from_keras(source, batch), out, batch))
     else:
-        _run_step("export", "fp32", lambda: _export_float(source, _sample(source, batch), out))
+
+        def convert_torch() -> None:
+            torch_source = torch_view(source, batch)
+            _export_float(torch_source, _sample(torch_source, batch), out)
+
+        _run_step("export", "fp32", convert_torch)
     return out
 
 
@@ -58,19 +78,27 @@ def build_tflite_variant(
     _require_buildable(source)
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / MODEL_FILE
-    if attempt.precision is Precision.INT8 and source.kind is SourceKind.KERAS:
-        _run_step(
-            "quantize",
-            attempt.label,
-            lambda: _keras_to_tflite(source, out, batch, calibration=calibration, constraints=constraints),
-        )
+    if attempt.precision is Precision.INT8 and source.kind in TENSORFLOW_SOURCES:
+
+        def quantize_tf() -> None:
+            from converter.exporters.saved_model import DIRECTORY
+
+            converter = (
+                _from_saved_model(base.parent / DIRECTORY)
+                if source.kind is SourceKind.SAVED_MODEL
+                else _from_keras(source, batch)
+            )
+            _tf_to_tflite(source, converter, out, batch, calibration=calibration, constraints=constraints)
+
+        _run_step("quantize", attempt.label, quantize_tf)
     elif attempt.precision is Precision.INT8:
-        sample = _sample(source, batch)
-        _run_step(
-            "quantize",
-            attempt.label,
-            lambda: _export_pt2e_int8(source, sample, out, calibration, attempt.calibration, constraints),
-        )
+
+        def quantize_torch() -> None:
+            torch_source = torch_view(source, batch)
+            sample = _sample(torch_source, batch)
+            _export_pt2e_int8(torch_source, sample, out, calibration, attempt.calibration, constraints)
+
+        _run_step("quantize", attempt.label, quantize_torch)
     elif attempt.precision is Precision.FP32:
         shutil.copyfile(base, out)
     else:
@@ -79,13 +107,38 @@ def build_tflite_variant(
 
 
 def _require_buildable(source: SourceModel) -> None:
-    if source.kind not in (SourceKind.TORCH, SourceKind.KERAS) or source.module is None:
+    buildable = (
+        source.onnx_path is not None
+        if source.kind is SourceKind.ONNX
+        else (source.kind is SourceKind.TORCH or source.kind in TENSORFLOW_SOURCES)
+        and source.module is not None
+    )
+    if not buildable:
         raise ConversionError(
-            f"TFLite is built from PyTorch or Keras, and this source is {source.kind}",
+            f"TFLite is built from PyTorch, ONNX, Keras or a SavedModel, and this source is {source.kind}",
             step="export",
             format=_FORMAT,
-            hint="give the PyTorch or Keras model, or pick --format onnx",
+            hint="give the model as one of those, or pick --format onnx",
         )
+
+
+def torch_view(source: SourceModel, batch: int) -> SourceModel:
+    """``source`` as a PyTorch model: itself, or (for ONNX) onnx2torch's module with ``batch`` fixed."""
+    if source.kind is not SourceKind.ONNX or source.onnx_path is None:
+        return source
+    from converter.exporters.onnx_to_torch import torch_module_from_onnx
+
+    with quiet():
+        module = torch_module_from_onnx(source.onnx_path, batch)
+    return SourceModel(
+        kind=SourceKind.TORCH,
+        name=source.name,
+        description=f"{source.description} (through onnx2torch)",
+        inputs=[with_batch(s, batch) for s in source.inputs],
+        outputs=[with_batch(s, batch) for s in source.outputs],
+        module=module,
+        has_conv=source.has_conv,
+    )
 
 
 def _sample(source: SourceModel, batch: int) -> dict[str, np.ndarray]:
@@ -263,24 +316,38 @@ def keras_export_model(source: SourceModel, batch: int | None, *, dict_outputs: 
     return keras.Model(inputs, outputs, name="edgefleet_export")
 
 
-def _keras_to_tflite(
+def _from_keras(source: SourceModel, batch: int) -> Any:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(keras_export_model(source, batch))
+
+
+def _from_saved_model(directory: Path) -> Any:
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_saved_model(str(directory))
+
+
+def _tf_to_tflite(
     source: SourceModel,
+    converter: Any,
     out: Path,
     batch: int,
     *,
     calibration: Dataset | None = None,
     constraints: QuantizationConstraints | None = None,
 ) -> None:
+    """Run a TFLiteConverter: fp32, or (with ``calibration``) post-training int8."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_export_model(source, batch))
     if calibration is not None:
         names = [s.name for s in source.inputs]
         usable = calibration.size - calibration.size % batch
 
         def representative() -> Any:
+            # Keyed by input name: a signature-based converter (SavedModel) matches them by name.
             for start in range(0, usable, batch):
-                yield [calibration.inputs[n][start : start + batch] for n in names]
+                yield {n: calibration.inputs[n][start : start + batch] for n in names}
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative

@@ -1,9 +1,10 @@
-"""`edgefleet demo` end to end, then everything its three bundles promise, checked for real.
+"""The conversion `edgefleet demo` starts with, then everything its three bundles promise, checked for real.
 
-The demo runs once per module (it converts digits-cnn for raspberry-pi-5, jetson-orin-nano and
-intel-x86-openvino); the tests then verify each bundle, run its golden I/O through the agent's own
-runtime session, check the accuracy figures against the fp32 original, and convert again to
-show the model files come out byte-identical.
+The conversion runs once per module (digits-cnn for raspberry-pi-5, jetson-orin-nano and
+intel-x86-openvino, with the demo's profiles and key name); the tests then verify each bundle, run
+its golden I/O through the agent's own runtime session, check the accuracy figures against the fp32
+original, and convert again to show the model files come out byte-identical. The whole demo
+(fleet, rollouts, drift) is tested in test_demo.py.
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from converter import ConversionReport, convert
 from edge_agent.runtimes import open_bundle_session
-from edgefleet.cli import app
 from edgefleet.cli.demo import DEMO_KEY_NAME, DEMO_PROFILES
 from hw_profiles.schema import ModelFormat, Precision
-from models.bundle import extract_bundle, load_public_key, verify_bundle
+from models.bundle import extract_bundle, generate_keypair, load_public_key, verify_bundle
 from models.bundle.manifest import GOLDEN_NAME, REFERENCE_STATS_NAME
 from models.stats import ReferenceStats
+from models.zoo import get_reference
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,10 +38,20 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("demo") / "edgefleet-demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--fast"])
-    assert result.exit_code == 0, result.output
-    assert "Step 4/4" in result.output
-    assert "Done in" in result.output
+    reference = get_reference("digits-cnn")
+    calib, evaluation = reference.write_data(out / "data")
+    key, _ = generate_keypair(out / "keys", DEMO_KEY_NAME)
+    convert(
+        reference.source,
+        list(DEMO_PROFILES),
+        calib,
+        evaluation,
+        out,
+        key,
+        output_names=[reference.output_name],
+        name=reference.name,
+        benchmark_iterations=20,
+    )
     yield out
 
 

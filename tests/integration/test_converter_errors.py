@@ -77,30 +77,33 @@ def attempt(ws: dict[str, Any], *, source: str = SOURCE, profile: Any = "jetson-
 
 
 @pytest.mark.parametrize(
-    ("calib", "step", "needle"),
+    ("calib", "needle", "hint"),
     [
-        ("wrong_name", "data", "no array named 'input'"),
-        ("wrong_shape", "data", "axis 2 should be 8"),
-        ("wrong_dtype", "data", "is float64, but the model takes float32"),
-        ("empty", "data", "0 samples"),
+        ("wrong_name", "no array named 'input' (it has ['pixels'])", "numpy.savez(path, input=...)"),
+        ("wrong_shape", "axis 2 should be 8", "layout (NCHW vs NHWC)"),
+        ("wrong_dtype", "is float64, but the model takes float32", "array.astype(numpy.float32)"),
+        ("empty", "0 samples", "at least one"),
     ],
 )
 def test_bad_calibration_sets_are_refused_before_anything_is_built(
-    ws: dict[str, Any], calib: str, step: str, needle: str
+    ws: dict[str, Any], calib: str, needle: str, hint: str
 ) -> None:
     # --input pins the model's input, so a mismatching calibration set cannot redefine it.
     with pytest.raises(ConversionError) as caught:
         attempt(ws, calib=ws[calib], inputs=["input:Nx1x8x8:float32"])
-    assert caught.value.step == step
-    assert needle in caught.value.message
-    assert caught.value.hint
+    error = caught.value
+    # The data step comes before any format is chosen: no format to name.
+    assert (error.step, error.format) == ("data", None)
+    assert needle in error.message and "calibration set" in error.message
+    assert hint in error.hint
     assert not (ws["root"] / "out" / "artifacts").exists()
 
 
 def test_a_missing_model_file(ws: dict[str, Any]) -> None:
     with pytest.raises(ConversionError) as caught:
         attempt(ws, source=str(ws["root"] / "nowhere.onnx"))
-    assert caught.value.step == "load" and "does not exist" in caught.value.message
+    assert caught.value.step == "load" and "nowhere.onnx does not exist" in caught.value.message
+    assert "package.module:attr" in caught.value.hint and ".onnx" in caught.value.hint
 
 
 def test_a_module_path_that_does_not_import(ws: dict[str, Any]) -> None:
@@ -113,6 +116,7 @@ def test_a_missing_calibration_file(ws: dict[str, Any]) -> None:
     with pytest.raises(ConversionError) as caught:
         attempt(ws, calib=ws["root"] / "missing.npz")
     assert caught.value.step == "data" and "missing.npz does not exist" in caught.value.message
+    assert ".npz" in caught.value.hint
 
 
 def test_an_unknown_profile_suggests_the_close_one(ws: dict[str, Any]) -> None:
@@ -120,6 +124,7 @@ def test_an_unknown_profile_suggests_the_close_one(ws: dict[str, Any]) -> None:
         attempt(ws, profile="raspberry-pi-6")
     assert caught.value.step == "plan"
     assert "raspberry-pi-6" in caught.value.message and "raspberry-pi-5" in caught.value.message
+    assert "EDGEFLEET_PROFILES_DIR" in caught.value.hint
 
 
 def test_a_missing_signing_key_fails_first(ws: dict[str, Any]) -> None:
@@ -136,6 +141,7 @@ def test_an_operator_no_exporter_knows_names_the_operator(ws: dict[str, Any]) ->
     error = caught.value
     assert error.step == "export" and error.format == "onnx"
     assert "edgefleet_tests::mystery" in error.message
+    assert "has no ONNX translation" in error.hint and "rewrite that layer" in error.hint
     result = error.report.profile("raspberry-pi-5")
     # TFLite was tried first and failed on the same operator; the Pi then fell back to ONNX.
     assert [(a.format.value, a.decision) for a in result.attempts] == [

@@ -1,10 +1,14 @@
-"""Every kind of source converts: .pt2, TorchScript, ONNX with external data, and Keras."""
+"""Every kind of source converts: .pt2, TorchScript, ONNX with external data, and SavedModels.
+
+(Keras ``.keras`` models and ONNX → TFLite are covered by ``test_converter_matrix``.)
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from converter import ConversionReport, SourceKind, convert, load_source
@@ -117,53 +121,110 @@ def test_onnx_with_external_data_keeps_its_dynamic_batch(workspace: dict[str, An
     assert chosen.metrics.top1_agreement >= 0.995
 
 
-def test_a_keras_model_converts_to_tflite_openvino_and_a_full_integer_edge_tpu_model(
-    workspace: dict[str, Any],
+@pytest.fixture(scope="module")
+def saved_models(workspace: dict[str, Any]) -> dict[str, Path]:
+    """digits-keras exported as a SavedModel (Keras model.export), and a plain tf.Module one."""
+    import tensorflow as tf
+
+    root = workspace["root"] / "saved"
+    keras_dir = root / "digits-keras"
+    get_reference("digits-keras").load().export(str(keras_dir))
+
+    class Scores(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weights = tf.Variable(tf.random.stateless_normal((64, 10), seed=(1, 2)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 64], tf.float32, name="pixels")])
+        def __call__(self, pixels: Any) -> dict[str, Any]:
+            return {"scores": tf.matmul(pixels, self.weights)}
+
+    module = Scores()
+    plain_dir = root / "plain"
+    tf.saved_model.save(module, str(plain_dir), signatures={"serving_default": module.__call__})
+    return {"keras": keras_dir, "plain": plain_dir}
+
+
+def test_a_saved_model_is_read_from_its_serving_signature(saved_models: dict[str, Path]) -> None:
+    keras = load_source(str(saved_models["keras"]))
+    assert keras.kind is SourceKind.SAVED_MODEL and keras.has_conv
+    assert [(s.name, s.shape, s.layout) for s in keras.inputs] == [("input", [-1, 8, 8, 1], "NHWC")]
+    assert [s.name for s in keras.outputs] == ["output_0"]
+    plain = load_source(str(saved_models["plain"]), output_names=["logits"])
+    assert not plain.has_conv
+    assert [(s.name, s.shape) for s in plain.inputs] == [("pixels", [-1, 64])]
+    assert [s.name for s in plain.outputs] == ["logits"] and plain.output_keys == ["scores"]
+    pixels = np.random.default_rng(0).random((3, 64), dtype=np.float32)
+    assert plain.run({"pixels": pixels})["logits"].shape == (3, 10)
+
+
+def test_a_keras_saved_model_converts_to_tflite_openvino_and_the_edge_tpu(
+    workspace: dict[str, Any], saved_models: dict[str, Path]
 ) -> None:
-    reference = get_reference("digits-keras")
-    calib, evaluation = reference.write_data(workspace["root"] / "keras-data")
+    calib, evaluation = get_reference("digits-keras").write_data(workspace["root"] / "saved-data")
     report = convert(
-        reference.source,
+        str(saved_models["keras"]),
         ["raspberry-pi-5", "intel-x86-openvino", "coral-edgetpu"],
         calib,
         evaluation,
-        workspace["root"] / "keras",
+        workspace["root"] / "saved-out",
         workspace["key"],
+        output_names=["logits"],
         benchmark_iterations=2,
     )
     assert report.name == "digits-keras"
-    for profile, fmt in [
-        ("raspberry-pi-5", ModelFormat.TFLITE),
-        ("intel-x86-openvino", ModelFormat.OPENVINO),
-        ("coral-edgetpu", ModelFormat.TFLITE),
-    ]:
+    expected = {
+        # TFLiteConverter.from_saved_model calibrates int8 itself; OpenVINO converts the directory.
+        "raspberry-pi-5": (ModelFormat.TFLITE, "int8/converter"),
+        "intel-x86-openvino": (ModelFormat.OPENVINO, "int8/minmax"),
+        "coral-edgetpu": (ModelFormat.TFLITE, "int8/converter"),
+    }
+    for profile, (fmt, label) in expected.items():
         result = report.profile(profile)
         assert result.bundle is not None, result.error
-        manifest = verify_bundle(Path(result.bundle.path), [workspace["public"]]).manifest
-        assert (manifest.format, manifest.precision) == (fmt, Precision.INT8)
-        assert [t.name for t in manifest.outputs] == ["logits"]
-        assert manifest.inputs[0].layout == "NHWC"
         chosen = result.chosen
-        assert chosen is not None and chosen.metrics is not None and chosen.metrics.accuracy_drop is not None
+        assert chosen is not None and (chosen.format, chosen.label) == (fmt, label)
+        assert chosen.metrics is not None and chosen.metrics.accuracy_drop is not None
         assert chosen.metrics.accuracy_drop <= 1.0
+        manifest = verify_bundle(Path(result.bundle.path), [workspace["public"]]).manifest
+        assert [t.name for t in manifest.inputs] == ["input"] and [t.name for t in manifest.outputs] == [
+            "logits"
+        ]
+        # The planned batch of 1 is in the model itself: static shapes, as the Edge TPU and the NPU need.
+        assert manifest.inputs[0].shape == [1, 8, 8, 1]
     coral = verify_bundle(Path(report.profile("coral-edgetpu").bundle.path), [workspace["public"]]).manifest  # type: ignore[union-attr]
-    assert coral.inputs[0].dtype == "int8" and coral.inputs[0].quantization is not None
-    assert coral.outputs[0].dtype == "int8" and coral.outputs[0].quantization is not None
-    assert "integer_io" in {c["name"] for c in coral.validation["checks"]}
-    assert any("edgetpu_compiler" in note for note in report.profile("coral-edgetpu").plan_notes)
-    # The Pi keeps float I/O: only the Edge TPU needs integer tensors at the edges.
-    pi = verify_bundle(Path(report.profile("raspberry-pi-5").bundle.path), [workspace["public"]]).manifest  # type: ignore[union-attr]
-    assert pi.inputs[0].dtype == "float32"
+    assert coral.inputs[0].dtype == "int8" and coral.outputs[0].dtype == "int8"
 
 
-def test_a_saved_model_directory_gets_a_clear_not_supported_yet(tmp_path: Path) -> None:
+def test_a_saved_model_cannot_become_onnx_and_says_what_to_do(
+    workspace: dict[str, Any], saved_models: dict[str, Path]
+) -> None:
+    from converter import ConversionError
+
+    calib, evaluation = get_reference("digits-keras").write_data(workspace["root"] / "saved-data-onnx")
+    with pytest.raises(ConversionError) as caught:
+        convert(
+            str(saved_models["keras"]),
+            ["jetson-orin-nano"],
+            calib,
+            evaluation,
+            workspace["root"] / "saved-onnx",
+            workspace["key"],
+        )
+    error = caught.value
+    assert (error.step, error.format, error.profile) == ("plan", "onnx", "jetson-orin-nano")
+    assert "tf2onnx" in error.message and "not installed" in error.message
+    assert "tf2onnx.convert --saved-model" in error.hint and ".onnx" in error.hint
+
+
+def test_a_broken_saved_model_directory_is_a_load_error(tmp_path: Path) -> None:
     from converter import ConversionError
 
     saved = tmp_path / "saved"
     saved.mkdir()
-    (saved / "saved_model.pb").write_bytes(b"")
+    (saved / "saved_model.pb").write_bytes(b"not a protobuf")
     with pytest.raises(ConversionError) as caught:
         load_source(str(saved))
     assert caught.value.step == "load"
-    assert "not convert yet" in caught.value.message
-    assert ".keras" in caught.value.hint
+    assert "not a loadable SavedModel" in caught.value.message
+    assert "model.export" in caught.value.hint
