@@ -194,6 +194,9 @@ class Agent:
         self.updater: Updater | None = None
         self._lock = DataDirLock(config.data_dir)
         self._started = False
+        # What served when the stop began: the offline status reports it, as the Last Will does
+        # (the engine is closed by then, and an empty list would tell the fleet it runs nothing).
+        self._models_at_stop: list[ModelState] | None = None
 
     def start(self) -> Listening:
         """Load, serve, report. Raises ``AgentError``, ``BundleError``, ``ServingError`` or ``SpoolError``."""
@@ -224,7 +227,7 @@ class Agent:
         telemetry = self.telemetry = Telemetry(
             telemetry_settings(config),
             self.spool,
-            models=lambda: model_states(engine),
+            models=lambda: model_states(engine) if self._models_at_stop is None else self._models_at_stop,
             in_flight=lambda: requests_in_flight(engine),
             on_desired=self._on_desired,
             ota=self._slot_state,
@@ -285,6 +288,8 @@ class Agent:
 
     def stop(self) -> None:
         """Drain calls, stop telemetry (delivering what it can), release the data directory."""
+        if self.engine is not None and self._models_at_stop is None:
+            self._models_at_stop = model_states(self.engine)
         if self.updater is not None:  # first: its status stays readable while the rest stops
             self.updater.stop()
             self.updater = None

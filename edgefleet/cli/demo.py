@@ -1,108 +1,88 @@
-"""`edgefleet demo`: the converter end to end on the zoo's digits-cnn, narrated.
+"""`edgefleet demo` (and `make demo`): the whole toolkit end to end on one machine, narrated.
 
-It builds ``digits-cnn`` (trained on first use, then cached), writes its calibration and
-evaluation sets, creates a signing key under ``<out>/keys/`` (or reuses it), converts the model
-for a Raspberry Pi 5, a Jetson Orin Nano and an Intel OpenVINO box, and prints the report. The
-bundles and reports stay in ``<out>/``. Later stages of the project extend this demo to the agent
-and the fleet server.
+It builds the reference models, converts them for three hardware profiles, starts a fleet server
+(SQLite, embedded MQTT broker) and six agent processes as devices at two sites, rolls out v1, a
+good v2 (a canary, then gated waves) and a broken v3 (stopped by its canary and rolled back),
+shifts one site's inputs until the server raises a drift alert, and ends with a summary. Every
+process it starts is stopped before it exits, Ctrl-C included. The work is in ``edgefleet.demo``.
 """
 
 from __future__ import annotations
 
-import time
+import shlex
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from edgefleet.cli._console import console, fail
+from edgefleet.cli._console import cli_errors, console, fail
+from edgefleet.demo.layout import KEY_NAME
+from edgefleet.demo.settings import PROFILES
 
-DEMO_MODEL = "digits-cnn"
-DEMO_PROFILES = ("raspberry-pi-5", "jetson-orin-nano", "intel-x86-openvino")
-DEMO_KEY_NAME = "edgefleet-demo"
-FAST_BENCHMARK_ITERATIONS = 20
+DEMO_KEY_NAME = KEY_NAME
+DEMO_PROFILES = PROFILES
+INTERRUPTED_EXIT = 130
+RESTART_HTTP = "127.0.0.1:8080"
+RESTART_MQTT = "127.0.0.1:1884"
 
 
 def demo(
     out: Path = typer.Option(
-        Path("edgefleet-demo"), "--out", "-o", help="Directory for everything the demo writes."
+        Path("edgefleet-demo"),
+        "--out",
+        "-o",
+        help="Folder for everything the demo writes (a re-run replaces it, reusing identical conversions).",
     ),
     fast: bool = typer.Option(
-        False, "--fast", help="Fewer benchmark iterations: quicker, noisier latencies."
+        False, "--fast", help="A shorter run: fewer waves, shorter bakes and watch windows, fewer requests."
     ),
 ) -> None:
-    """Run the end-to-end demo: build digits-cnn, convert it for three devices, sign and verify bundles."""
-    from converter import ConversionError, ConversionFailed, RichProgress, convert
-    from models.zoo import get_reference
+    """Run the end-to-end demo: convert, serve, roll out (and back), watch drift, on one machine."""
+    from edgefleet.demo import run_demo
 
-    started = time.perf_counter()
-    reference = get_reference(DEMO_MODEL)
-    _step(1, "the model", f"[bold]{reference.name}[/]: {reference.description}")
-    with console.status("loading digits-cnn (trained and cached on first use)…"):
-        reference.load()
-    calib, evaluation = reference.write_data(out / "data")
-    _step(
-        2, "the data", f"calibration set [cyan]{calib}[/], evaluation set with labels [cyan]{evaluation}[/]"
-    )
-    key, public = _signing_key(out / "keys")
-    _step(3, "the signing key", f"[cyan]{key}[/] signs; devices trust [cyan]{public}[/]")
-    _step(
-        4,
-        "convert, validate, benchmark, package",
-        "profiles: " + ", ".join(f"[bold]{p}[/]" for p in DEMO_PROFILES),
-    )
-    try:
-        with RichProgress() as progress:
-            report = convert(
-                reference.source,
-                list(DEMO_PROFILES),
-                calib,
-                evaluation,
-                out,
-                key,
-                progress=progress,
-                output_names=[reference.output_name],
-                name=reference.name,
-                benchmark_iterations=FAST_BENCHMARK_ITERATIONS if fast else 100,
-            )
-    except ConversionFailed as exc:
-        console.print(exc.report.rich_table())
-        fail(escape(exc.message), hint=escape(exc.hint))
-    except ConversionError as exc:
-        fail(escape(exc.headline()), hint=escape(exc.hint))
-    console.print()
-    console.print(report.rich_table())
-    for result in report.profiles:
-        if result.bundle is not None:
-            console.print(
-                f"[green]✓[/] {result.profile}: {result.bundle.path}", highlight=False, soft_wrap=True
-            )
-    elapsed = time.perf_counter() - started
-    first = next(r.bundle.path for r in report.profiles if r.bundle is not None)
+    with cli_errors():
+        try:
+            result = run_demo(out, fast=fast, console=console)
+        except KeyboardInterrupt:
+            console.print("\n[yellow]interrupted[/]: every process the demo started has been stopped")
+            raise typer.Exit(INTERRUPTED_EXIT) from None
+    summary = result.summary
     console.print(
-        f"\n[bold green]Done in {elapsed:.0f} s.[/] Bundles and report.md are in [cyan]{out}[/]. Try:\n"
-        f"  edgefleet bundle inspect {first}\n"
-        f"  edgefleet bundle verify --trusted-key {public} {first}",
+        f"\n[dim]stopped {len(result.stopped)} processes"
+        + (f" ({', '.join(result.killed)} had to be killed)" if result.killed else ", all cleanly")
+        + "[/]",
         highlight=False,
-        soft_wrap=True,
     )
+    if result.problems:
+        fail(
+            "the demo did not show everything it should have: " + "; ".join(result.problems),
+            hint=f"see {out / 'summary.json'} and the logs in {out / 'logs'}",
+        )
+    console.print(
+        f"\n[bold green]Done in {summary.elapsed_s:.0f} s.[/] Everything is in [cyan]{out}[/]. Poke at it:",
+        highlight=False,
+    )
+    console.print(next_steps(out), highlight=False, soft_wrap=True, markup=False)
 
 
-def _step(number: int, title: str, detail: str) -> None:
-    console.print(f"\n[bold magenta]Step {number}/4[/] [bold]{title}[/]")
-    console.print(f"  {detail}", highlight=False, soft_wrap=True)
-
-
-def _signing_key(directory: Path) -> tuple[Path, Path]:
-    """The demo's key pair: reused when present, so earlier demo bundles stay verifiable."""
-    from models.bundle import BundleError, generate_keypair
-    from models.bundle.signing import PRIVATE_KEY_SUFFIX, PUBLIC_KEY_SUFFIX
-
-    private = directory / f"{DEMO_KEY_NAME}{PRIVATE_KEY_SUFFIX}"
-    public = directory / f"{DEMO_KEY_NAME}{PUBLIC_KEY_SUFFIX}"
-    if private.is_file() and public.is_file():
-        return private, public
-    try:
-        return generate_keypair(directory, DEMO_KEY_NAME)
-    except BundleError as exc:
-        fail(escape(exc.message), hint=escape(exc.hint))
+def next_steps(out: Path) -> str:
+    """The commands to restart the demo's server on its data and look around. Pure."""
+    q = shlex.quote
+    server = f"http://{RESTART_HTTP}"
+    token = f"$(cat {q(str(out / 'server' / 'admin.token'))})"
+    auth = f"--server {server} --token {token}"
+    pi_v3 = out / "release-3.0.0" / "digits-cnn-3.0.0-raspberry-pi-5.efb"
+    lines = [
+        "  # the demo's server, again, on its database (stop it with Ctrl-C):",
+        f"  edgefleet server run --data-dir {q(str(out / 'server'))} --http {RESTART_HTTP} "
+        f"--mqtt-listen {RESTART_MQTT} --trusted-key {q(str(out / 'keys' / f'{KEY_NAME}.pub.pem'))}",
+        "  # then, in another terminal:",
+        f"  edgefleet devices ls {auth}",
+        f"  edgefleet models ls {auth}",
+        f"  edgefleet rollout ls {auth}",
+        f"  edgefleet drift alerts --all {auth}",
+        f"  edgefleet audit ls {auth}",
+        "  # and without a server:",
+        f"  edgefleet bundle inspect {q(str(pi_v3))}",
+        f"  cat {q(str(out / 'summary.json'))} {q(str(out / 'release-2.0.0' / 'report.md'))}",
+    ]
+    return "\n".join(lines)
