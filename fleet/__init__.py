@@ -1,4 +1,4 @@
-"""The fleet server: REST API, device and model registries, bundle downloads, MQTT broker link.
+"""The fleet server: REST API, registries, bundle downloads, MQTT ingest, drift, rollouts.
 
 Layout (see docs/fleet-server.md):
 
@@ -8,6 +8,9 @@ Layout (see docs/fleet-server.md):
 - ``devices/``: naming rules and topics, Mosquitto credentials (pure), the device registry;
 - ``registry/``: content-addressed bundle store, the model catalog, HTTP byte ranges (pure);
 - ``api/``: one router per resource, and ``schemas``, the REST contract the CLI imports too;
+- ``ingest/``: the MQTT consumer, idempotent on (device, seq); ``drift/``: windows merged per
+  cohort, distances against the bundle's reference, alerts;
+- ``rollouts/``: waves, the pure gate decision (``gates``), the controller, desired state;
 - ``broker``, ``metrics``, ``app``, ``server``: the embedded broker, Prometheus, the app, uvicorn.
 
 The names below are imported lazily, so ``import fleet.api.schemas`` (the CLI does) does not pull
