@@ -29,7 +29,6 @@ from edge_agent.ota import (
     Updater,
     UpdaterSettings,
     WatchPolicy,
-    create_engine,
     spool_reporter,
 )
 from edge_agent.serving import (
@@ -216,8 +215,7 @@ class Agent:
             max_bytes=int(config.spool_max_bytes),
             synchronous="FULL" if config.spool_sync == "full" else "NORMAL",
         )
-        # The updater loads a new version beside the old one and pins which one serves by default.
-        engine = self.engine = create_engine(
+        engine = self.engine = InferenceEngine.create(
             data_dir=config.data_dir,
             trusted_keys=keys,
             profile=profile,

@@ -11,7 +11,7 @@ Inside out:
 
 Wiring it into an agent (``edge_agent.agent`` does this):
 
-    engine = create_engine(data_dir=data_dir, trusted_keys=keys, profile=profile)
+    engine = InferenceEngine.create(data_dir=data_dir, trusted_keys=keys, profile=profile)
     updater = Updater(engine, data_dir=data_dir, trusted_keys=keys, device_id=device,
                       report=spool_reporter(telemetry.outbox), settings=UpdaterSettings(...))
     updater.resume()                 # after the configured bundles are installed, before serving
@@ -32,7 +32,7 @@ from edge_agent.ota.download import (
     parse_content_range,
     resolve_url,
 )
-from edge_agent.ota.engine import DefaultPinning, create_engine
+from edge_agent.ota.engine import DefaultPinning
 from edge_agent.ota.health import (
     GoldenError,
     GoldenReport,
@@ -105,7 +105,6 @@ __all__ = [
     "WindowStats",
     "check_transition",
     "compare_golden",
-    "create_engine",
     "judge",
     "load_golden",
     "next_on_failure",

@@ -111,7 +111,7 @@ class Updater:
         if not isinstance(repository, DefaultPinning):
             raise TypeError(
                 "the updater needs an engine whose repository can pin a default version: "
-                "build it with edge_agent.ota.create_engine"
+                "build it with InferenceEngine.create"
             )
         self.engine = engine
         self.data_dir = Path(data_dir)

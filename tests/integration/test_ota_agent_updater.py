@@ -24,7 +24,6 @@ from edge_agent.ota import (
     Updater,
     UpdaterSettings,
     WatchPolicy,
-    create_engine,
 )
 from edge_agent.serving import InferenceEngine, InferRequest, InputTensor, ModelState, ServingError
 from models.mqtt_contract import DesiredState, OtaPayload
@@ -91,7 +90,7 @@ class DeviceFactory:
         resume: bool = True,
     ) -> Device:
         data_dir = self.root / name
-        engine = create_engine(data_dir=data_dir, trusted_keys=[KEY.public_key()])
+        engine = InferenceEngine.create(data_dir=data_dir, trusted_keys=[KEY.public_key()])
         if factory is not None:
             engine.install(factory.path)
         reports: list[OtaPayload] = []
