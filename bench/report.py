@@ -34,13 +34,28 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines) + "\n"
 
 
+Table = tuple[str, Sequence[str], Sequence[Sequence[Any]]]  # title, columns, rows
+
+
 def write_results(
-    name: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], extra: dict[str, Any]
+    name: str,
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    extra: dict[str, Any],
+    *,
+    more_tables: Sequence[Table] = (),
 ) -> tuple[Path, Path]:
+    """``bench/results/NAME.json`` and ``NAME.md``: the main table, then any ``more_tables``."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     json_path = RESULTS_DIR / f"{name}.json"
     md_path = RESULTS_DIR / f"{name}.md"
     payload = {"benchmark": name, "host": host_facts(), "columns": list(columns), "rows": rows, **extra}
+    if more_tables:
+        payload["more_tables"] = [
+            {"title": t, "columns": list(c), "rows": list(r)} for t, c, r in more_tables
+        ]
     json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    md_path.write_text(f"## {title}\n\n{markdown_table(columns, rows)}")
+    sections = [(title, columns, rows), *more_tables]
+    md_path.write_text("\n".join(f"## {t}\n\n{markdown_table(c, r)}" for t, c, r in sections))
     return json_path, md_path
