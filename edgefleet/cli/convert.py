@@ -6,6 +6,7 @@ Registered by the root app as ``app.command(name="convert")(convert.convert)``. 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,26 @@ from edgefleet.cli._console import console, err_console, fail, print_json
 from hw_profiles.schema import ModelFormat, Precision
 
 
+class Calibration(StrEnum):
+    """``converter.planning.CalibrationMethod``'s values, for ``--calibration``.
+
+    A copy, because importing the converter here would load numpy and the rest of it on every
+    ``edgefleet`` start; a unit test keeps the two equal.
+    """
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+    HISTOGRAM = "histogram"
+    CONVERTER = "converter"
+    ACCURACY_CONTROL = "accuracy-control"
+
+
 def convert(
     source: str = typer.Argument(
         ...,
         help="The trained model: package.module:attr (an nn.Module or keras.Model, or its factory), "
-        "a .pt2 ExportedProgram, a TorchScript .pt, a .keras file, or an .onnx file.",
+        "a .pt2 ExportedProgram, a TorchScript .pt, a .keras file, a SavedModel directory, or an .onnx file.",
         metavar="SOURCE",
         show_default=False,
     ),
@@ -51,6 +67,12 @@ def convert(
     ),
     precisions: list[Precision] | None = typer.Option(
         None, "--precision", help="Precision, overriding the profiles' preference (repeatable)."
+    ),
+    calibrations: list[Calibration] | None = typer.Option(
+        None,
+        "--calibration",
+        help="Static int8 calibration method to try, in the order given (repeatable); "
+        "default: every method the format offers.",
     ),
     inputs: list[str] | None = typer.Option(
         None,
@@ -87,6 +109,7 @@ def convert(
             key,
             formats=formats or None,
             precisions=precisions or None,
+            calibrations=[c.value for c in calibrations] if calibrations else None,
             allow_degraded=allow_degraded,
             progress=progress,
             inputs=inputs or None,

@@ -13,7 +13,15 @@ import typer
 from torch import nn
 from typer.testing import CliRunner
 
-from converter import ConversionError, ConversionFailed, convert
+import converter
+from converter import (
+    CalibrationMethod,
+    ConversionError,
+    ConversionFailed,
+    ConversionReport,
+    HostInfo,
+    convert,
+)
 from edgefleet.cli import convert as convert_cli
 from models.bundle import generate_keypair
 
@@ -53,7 +61,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     key, _ = generate_keypair(root / "keys", "test")
     images = np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32)
     paths = {"root": root, "key": key}
-    arrays = {
+    arrays: dict[str, dict[str, Any]] = {
         "good": {"input": images},
         "wrong_name": {"pixels": images},
         "wrong_shape": {"input": images.reshape(16, 1, 4, 16)},
@@ -191,6 +199,60 @@ def test_cli_refuses_an_unknown_format_before_starting(ws: dict[str, Any]) -> No
     result = CliRunner().invoke(cli(), args)
     assert result.exit_code == 2
     assert "coreml" in result.output
+
+
+def fake_conversion(monkeypatch: pytest.MonkeyPatch, out: Path) -> list[dict[str, Any]]:
+    """Replace the converter under the CLI with one that records its keyword arguments."""
+    calls: list[dict[str, Any]] = []
+
+    def fake_convert(*args: Any, **kwargs: Any) -> ConversionReport:
+        calls.append(kwargs)
+        host = HostInfo(machine="x86_64", cpu="test", cores=1, features=[])
+        return ConversionReport(
+            name="m",
+            version="1.0.0",
+            source=SOURCE,
+            out_dir=str(out),
+            host=host,
+            calibration_samples=1,
+            evaluation_samples=1,
+        )
+
+    # The command imports the converter when it runs, so patching the package reaches it.
+    monkeypatch.setattr(converter, "convert", fake_convert)
+    return calls
+
+
+def cli_args(out: Path, *extra: str) -> list[str]:
+    args = ["convert", SOURCE, "-p", "jetson-orin-nano", "--calib", "c.npz", "--eval", "e.npz"]
+    return [*args, "--key", "k.key", "--out", str(out), "--json", *extra]
+
+
+def test_cli_calibrations_reach_the_converter_in_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls = fake_conversion(monkeypatch, tmp_path)
+    extra = ["--calibration", "entropy", "--calibration", "accuracy-control"]
+    result = CliRunner().invoke(cli(), cli_args(tmp_path, *extra))
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli(), cli_args(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert [call["calibrations"] for call in calls] == [["entropy", "accuracy-control"], None]
+
+
+def test_cli_refuses_an_unknown_calibration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = fake_conversion(monkeypatch, tmp_path)
+    result = CliRunner().invoke(cli(), cli_args(tmp_path, "--calibration", "kl"))
+    assert result.exit_code == 2
+    # Rich boxes and wraps the usage error; compare its words.
+    words = " ".join(result.output.replace("│", " ").split())
+    assert "Invalid value for '--calibration'" in words and "'kl' is not one of" in words
+    assert calls == []
+
+
+def test_cli_calibration_choices_are_the_converters() -> None:
+    # The CLI keeps its own copy so that `edgefleet --help` does not import the converter.
+    assert [c.value for c in convert_cli.Calibration] == [m.value for m in CalibrationMethod]
 
 
 def test_cli_json_report(ws: dict[str, Any], tmp_path: Path) -> None:
