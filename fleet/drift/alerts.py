@@ -1,9 +1,11 @@
 """Alerts from drift reports: opened when a feature crosses an alert threshold, resolved when it
 comes back below it, each change written to the ``alerts`` table and the audit log.
 
-An alert is identified by (model, version, cohort, baseline, feature); while it is open, later
-evaluations update its value instead of opening another, so a drifting feature raises one alert,
-not one per evaluation. A feature with too few samples neither opens nor resolves anything.
+An alert is identified by (model, version, cohort, baseline, reference, feature); while it is open,
+later evaluations update its value instead of opening another, so a drifting feature raises one
+alert, not one per evaluation. The reference (the fingerprint of the bundle's bins) is part of it
+because a version built for several hardware profiles has one bundle, and one report, per
+reference in the same cohort. A feature with too few samples neither opens nor resolves anything.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class AlertChanges:
 
 
 def open_alerts(session: Session, report: DriftReport) -> dict[str, Alert]:
-    """The open drift alerts of this report's model version, cohort and baseline, by feature."""
+    """The open drift alerts of this report's model version, cohort, baseline and reference, by feature."""
     rows = session.scalars(
         select(Alert).where(
             Alert.kind == DRIFT_KIND,
@@ -48,7 +50,20 @@ def open_alerts(session: Session, report: DriftReport) -> dict[str, Alert]:
             Alert.resolved_at.is_(None),
         )
     ).all()
-    return {str(row.feature): row for row in rows if (row.details or {}).get("against") == report.against}
+    return {str(row.feature): row for row in rows if _same_comparison(row.details or {}, report)}
+
+
+def _same_comparison(details: dict[str, Any], report: DriftReport) -> bool:
+    """The alert was raised by this baseline against this reference's bins.
+
+    Without the reference, one bundle's clean report would resolve (or its drifting one update)
+    another bundle's alert in the same cohort. An alert stored before the reference was recorded
+    matches every reference: it cannot be told apart, and left unmatched it could never resolve.
+    The first report that touches it either refreshes it, which stamps its reference on it, or
+    resolves it; a bundle that still drifts then opens its own alert at its next report.
+    """
+    reference = details.get("reference")
+    return details.get("against") == report.against and reference in (None, report.reference)
 
 
 def sync_alerts(session: Session, report: DriftReport, now: datetime) -> AlertChanges:

@@ -24,8 +24,11 @@ from fleet.db.migrations import upgrade_to_head
 from fleet.db.models import Alert, AuditEntry
 from fleet.db.session import Database
 from fleet.devices.registry import provision_device
+from fleet.drift.alerts import AlertChanges, sync_alerts
+from fleet.drift.analysis import DriftReport, FeatureComparison
 from fleet.drift.references import ReferenceCatalog
 from fleet.drift.service import DriftService
+from fleet.drift.thresholds import Breach, Level
 from fleet.drift.webhook import WebhookNotifier
 from fleet.ingest.decode import Message
 from fleet.ingest.writer import BatchWriter
@@ -207,3 +210,68 @@ def test_windows_of_unknown_bins_are_reported_not_judged(
     finally:
         if service.webhook is not None:
             service.webhook.stop()
+
+
+# --- alerts per reference: one version, two bundles (hardware profiles) in one cohort ----------------
+
+
+def drift_report(reference: str, level: Level) -> DriftReport:
+    """A report against the bundle whose bins have fingerprint ``reference``: one feature at ``level``."""
+    value = 0.4 if level is Level.ALERT else 0.01
+    breaches = (Breach("psi", value, 0.25, Level.ALERT),) if level is Level.ALERT else ()
+    feature = FeatureComparison(
+        feature="input/channel_mean[0]",
+        tensor="input",
+        kind="input",
+        samples=500,
+        baseline_samples=500,
+        psi=value,
+        js=None,
+        wasserstein=None,
+        level=level,
+        breaches=breaches,
+    )
+    return DriftReport(
+        model=MODEL,
+        version="1.0.0",
+        cohort="all",
+        against="reference",
+        reference=reference,
+        since=T0 - timedelta(hours=1),
+        until=T0,
+        devices=1,
+        windows=1,
+        samples=500,
+        baseline_devices=None,
+        baseline_windows=None,
+        baseline_samples=500,
+        features=(feature,),
+    )
+
+
+def test_a_clean_report_leaves_another_references_alert_open(database: Database) -> None:
+    drifting, clean = (
+        drift_report("aaaa000000000000", Level.ALERT),
+        drift_report("bbbb000000000000", Level.OK),
+    )
+    with database.session() as session:
+        (alert,) = sync_alerts(session, drifting, T0).opened
+        # Same model, version, cohort and baseline, other bundle: nothing of its own to resolve.
+        assert sync_alerts(session, clean, T0) == AlertChanges()
+        assert alert.resolved_at is None and alert.details["reference"] == "aaaa000000000000"
+        # The drifting bundle's next report updates its alert; the clean one still touches nothing.
+        assert sync_alerts(session, drifting, T0 + timedelta(minutes=1)).updated == [alert]
+        assert sync_alerts(session, clean, T0 + timedelta(minutes=1)) == AlertChanges()
+        assert sync_alerts(
+            session, drift_report("aaaa000000000000", Level.OK), T0 + timedelta(minutes=2)
+        ).resolved == [alert]
+
+
+def test_an_alert_stored_without_its_reference_can_still_resolve(database: Database) -> None:
+    with database.session() as session:
+        (alert,) = sync_alerts(session, drift_report("aaaa000000000000", Level.ALERT), T0).opened
+        alert.details = {k: v for k, v in alert.details.items() if k != "reference"}
+        session.flush()
+        session.expire_all()  # read the row back as stored, as a later evaluation would
+        changes = sync_alerts(session, drift_report("bbbb000000000000", Level.OK), T0)
+        assert changes.resolved == [alert] and alert.resolved_at is not None
