@@ -56,7 +56,6 @@ from models.stats import ReferenceStats
 
 log = logging.getLogger("edgefleet.agent")
 
-READY_MARKER = "agent ready"
 SPOOL_FILE = "telemetry/spool.sqlite3"
 LOCK_FILE = "agent.lock"
 

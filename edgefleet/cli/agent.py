@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from edge_agent.ready import ready_message
 from edgefleet.cli import agent_run
 from edgefleet.cli._console import CLIError, cli_errors, fail
 
@@ -33,8 +34,6 @@ app = typer.Typer(
 )
 
 log = logging.getLogger("edgefleet.agent")
-
-READY_MARKER = "agent ready"
 
 
 @app.callback()
@@ -168,13 +167,14 @@ def _serve(
     stop = _stop_on_signals()
     models = ",".join(f"{m.name}:{m.version}" for m in engine.loaded_models())
     log.info(
-        "%s: grpc=%s uds=%s models=%s max_message_mb=%d max_batch=%d",
-        READY_MARKER,
-        listening.tcp or "-",
-        listening.uds or "-",
-        models,
-        max_message_bytes // (1024 * 1024),
-        max_batch,
+        "%s",
+        ready_message(
+            listening.tcp,
+            listening.uds,
+            models=models,
+            max_message_mb=max_message_bytes // (1024 * 1024),
+            max_batch=max_batch,
+        ),
     )
     heavy = heavy_modules(sys.modules)
     if heavy:

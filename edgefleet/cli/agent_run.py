@@ -22,6 +22,7 @@ from typing import Any
 import typer
 
 from edge_agent.config import CONFIG_ENV, AgentConfig, ConfigError, env_name, load_agent_config
+from edge_agent.ready import ready_message
 from edgefleet.cli._console import CLIError, cli_errors
 
 log = logging.getLogger("edgefleet.agent")
@@ -122,7 +123,7 @@ def run(
 
 def _run(config: AgentConfig) -> None:
     # The serving stack and the telemetry load here, not when the CLI starts.
-    from edge_agent.agent import READY_MARKER, Agent, AgentError
+    from edge_agent.agent import Agent, AgentError
     from edge_agent.serving import ServingError
     from edge_agent.telemetry import SpoolError
     from hw_profiles import ProfileError
@@ -144,14 +145,15 @@ def _run(config: AgentConfig) -> None:
     stop = _stop_on_signals()
     models = ",".join(f"{m.name}:{m.version}" for m in (agent.engine.loaded_models() if agent.engine else []))
     log.info(
-        "%s: grpc=%s uds=%s models=%s fleet=%s device=%s mqtt=%s",
-        READY_MARKER,
-        listening.tcp or "-",
-        listening.uds or "-",
-        models or "-",
-        config.fleet,
-        config.device_id,
-        config.mqtt,
+        "%s",
+        ready_message(
+            listening.tcp,
+            listening.uds,
+            models=models or "-",
+            fleet=config.fleet,
+            device=config.device_id,
+            mqtt=config.mqtt,
+        ),
     )
     agent.run_until(stop)
     log.info("stopped")

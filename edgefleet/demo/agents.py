@@ -14,12 +14,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.ready import READY_LINE
 from edgefleet.demo.layout import DemoLayout
 from edgefleet.demo.processes import ChildProcess, ProcessBook
 from edgefleet.demo.settings import FLEET, DemoSettings, DeviceSpec
 
 READY_TIMEOUT_S = 120.0
-READY = re.compile(r"agent ready: grpc=(?P<address>\S+)")
 PROFILES_DIR_ENV = "EDGEFLEET_PROFILES_DIR"
 _THREADS_LINE = re.compile(r"(?m)^threads:.*$")
 SIMULATED_THREADS = "threads: 1  # edgefleet demo: six simulated devices share this host's cores"
@@ -163,6 +163,6 @@ def start_agents(
         started.append((spec, child))
     running = []
     for spec, child in started:
-        match = child.wait_for_log(READY, READY_TIMEOUT_S, what="its ready line")
-        running.append(RunningAgent(spec, child, match["address"]))
+        match = child.wait_for_log(READY_LINE, READY_TIMEOUT_S, what="its ready line")
+        running.append(RunningAgent(spec, child, match["tcp"]))
     return running

@@ -45,6 +45,7 @@ from edge_agent.ota import (
     WatchPolicy,
 )
 from edge_agent.ota.updater import JOURNAL_FILE
+from edge_agent.ready import READY_LINE
 from models.mqtt_contract import Channel, DesiredModel, DesiredState, encode, topic
 from tests.support.fleet_process import FleetServer
 from tests.support.net import free_port
@@ -287,8 +288,6 @@ if __name__ == "__main__":
 
 # --- agent processes -----------------------------------------------------------------------------
 
-READY = re.compile(r"agent ready: grpc=(?P<tcp>\S+)")
-
 
 @dataclass
 class OtaAgentProcess:
@@ -359,7 +358,7 @@ class OtaAgentProcess:
             env[PAUSE_ENV] = pause_at
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.wait_for_log(READY, timeout, what="the ready line")
+        self.wait_for_log(READY_LINE, timeout, what="the ready line")
         return self
 
     def wait_for_log(self, pattern: str | re.Pattern[str], timeout: float, *, what: str = "") -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -22,8 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-READY_MARKER = "agent ready"
-_READY_LINE = re.compile(r"agent ready: grpc=(?P<tcp>\S+) uds=(?P<uds>\S+)")
+from edge_agent.ready import READY_LINE
 
 
 class AgentFailedToStart(RuntimeError):
@@ -131,7 +129,7 @@ def start_agent(
     agent = AgentProcess(process, log_path, None, None, socket_dir)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        match = _READY_LINE.search(agent.log())
+        match = READY_LINE.search(agent.log())
         if match:
             agent.tcp = None if match["tcp"] == "-" else match["tcp"]
             agent.uds = None if match["uds"] == "-" else Path(match["uds"])

@@ -32,12 +32,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_agent.ready import READY_MARKER
 from models.mqtt_contract import Channel, decode_upstream, parse_topic
 from models.stats import build_reference_stats
 from tests.support.bundles import BuiltBundle, build_test_bundle, tiny_forward
 from tests.support.net import free_port
 
-READY_MARKER = "agent ready"
 MODEL = "tiny-linear"
 
 
