@@ -13,6 +13,12 @@ Rules (BRIEF.md §4):
   reported and the canary served ``min_requests``; before that the verdict is WAIT.
 - Without control devices (the last wave updates everyone), the canary is compared with the
   baseline the same devices reported on the old version, when there is one.
+- Latency depends on the hardware, so the p95 ratio compares like with like: per hardware
+  profile, the canary devices of that profile with the control devices of that profile (or,
+  when none of those reported, with the same canary devices' old-version baseline); the worst
+  ratio over the profiles that have both figures is judged. No profile with both figures: the
+  gate passes and says so. A snapshot without per-profile pairs (``latency_by_profile`` empty)
+  is judged on the pooled cohorts, as before; callers that know the profiles must pass them.
 - A new version whose bundle carries no reference statistics cannot be judged on output drift
   (``Snapshot.drift_measured`` False): that gate passes and says so, rather than waiting forever.
   Output drift is a distance to the bundle's reference that is never zero, even for the same
@@ -74,12 +80,30 @@ class CohortStats:
 
 
 @dataclass(frozen=True)
+class ProfileLatency:
+    """The canary's p95 on one hardware profile, and the same profile's reference p95."""
+
+    profile: str
+    canary_p95_ms: float | None
+    reference_p95_ms: float | None
+    reference: str  # "control" or "baseline": where reference_p95_ms comes from
+
+    @property
+    def ratio(self) -> float | None:
+        if self.canary_p95_ms is None or not self.reference_p95_ms:
+            return None
+        return self.canary_p95_ms / self.reference_p95_ms
+
+
+@dataclass(frozen=True)
 class Snapshot:
     canary: CohortStats
     control: CohortStats | None = None
     baseline: CohortStats | None = None  # the canary devices on the old version, before the update
     bake_elapsed: bool = False
     drift_measured: bool = True  # False: the new version's bundle has no reference statistics
+    # Per hardware profile of the canary; empty: the latency gate compares the pooled cohorts.
+    latency_by_profile: tuple[ProfileLatency, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,15 +209,40 @@ def _error_rate_delta(snapshot: Snapshot, config: GateConfig) -> GateResult:
 
 
 def _latency_ratio(snapshot: Snapshot, config: GateConfig) -> GateResult:
+    """The canary's p95 over its reference's, per hardware profile when the snapshot has the
+    pairs (a Raspberry Pi is slower than a Jetson whatever it runs), else over the pooled cohorts."""
     name, limit, canary = "p95_latency_ratio", config.max_p95_latency_ratio, snapshot.canary
     if not _has_enough(canary, config) or canary.p95_ms is None:
         return GateResult(name, None, None, limit, _not_enough(canary, config))
+    if snapshot.latency_by_profile:
+        return _latency_by_profile(snapshot.latency_by_profile, limit)
     reference, label = _reference(snapshot)
     if reference is None or not reference.p95_ms:
         return GateResult(name, True, None, limit, "no control latency to compare with")
     ratio = canary.p95_ms / reference.p95_ms
     detail = f"canary p95 {canary.p95_ms:.2f} ms / {label} {reference.p95_ms:.2f} ms = {ratio:.2f}x"
     return GateResult(name, ratio <= limit, ratio, limit, f"{detail} (limit {limit:.2f}x)")
+
+
+def _latency_by_profile(pairs: tuple[ProfileLatency, ...], limit: float) -> GateResult:
+    """The worst canary/reference ratio over the profiles that have both figures."""
+    name = "p95_latency_ratio"
+    ordered = sorted(pairs, key=lambda p: p.profile)
+    judged = [(ratio, p) for p in ordered if (ratio := p.ratio) is not None]
+    if not judged:
+        canary_on = ", ".join(p.profile for p in ordered)
+        detail = f"no latency on the same hardware profile to compare with (canary on {canary_on})"
+        return GateResult(name, True, None, limit, detail)
+    ratio, worst = max(judged, key=lambda item: item[0])
+    detail = (
+        f"canary p95 {worst.canary_p95_ms:.2f} ms / {worst.reference} {worst.reference_p95_ms:.2f} ms "
+        f"= {ratio:.2f}x on {worst.profile} (limit {limit:.2f}x)"
+    )
+    others = [f"{p.profile} {r:.2f}x" for r, p in judged if p is not worst]
+    others += [f"{p.profile} not compared" for p in ordered if p.ratio is None]
+    if others:
+        detail += f"; also {', '.join(others)}"
+    return GateResult(name, ratio <= limit, ratio, limit, detail)
 
 
 def _drift_delta(snapshot: Snapshot, config: GateConfig) -> GateResult:

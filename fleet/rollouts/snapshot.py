@@ -11,6 +11,13 @@ data and wait; the failure rate judges at any time.
 - **baseline** (only when no control device reported, as in the last wave): the current wave's
   devices on their old version, in the ``baseline_lookback_s`` before the wave started.
 
+Latency is also split by hardware profile (the one each device's bundle was picked for, on its
+``rollout_devices`` row; devices without one form one group), as a Raspberry Pi and a Jetson are
+not comparable: per profile of the canary, its p95 on the new version against the p95 of the
+control devices of that profile, or, when none of those reported latency, of the current wave's
+devices of that profile on their old version (the baseline rule above). One metrics scan per
+cohort gives the pooled and the per-profile figures.
+
 Traffic comes from ``device_metrics`` (per-interval counts and latency histograms), drift from
 ``drift_windows`` compared with the bundles' reference statistics (``fleet.rollouts.figures``).
 Windows are placed by when the server received them, so devices' clocks do not matter.
@@ -19,7 +26,7 @@ Windows are placed by when the server received them, so devices' clocks do not m
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -30,13 +37,14 @@ from sqlalchemy.orm import Session
 from fleet.db.models import DeviceMetrics, DriftWindow
 from fleet.drift.aggregate import add_windows
 from fleet.rollouts.figures import OutputDrift, Traffic, output_drift
-from fleet.rollouts.gates import CohortStats, Snapshot
+from fleet.rollouts.gates import CohortStats, ProfileLatency, Snapshot
 from fleet.rollouts.models import Rollout, RolloutDevice
 from fleet.rollouts.tracking import FAILURES, IN_PROGRESS, UPDATER_STATES, DeviceState
 from models.stats import DriftWindow as StatsWindow
 from models.stats import ReferenceStats
 
 _CHUNK = 500
+NO_PROFILE = "(no profile)"  # devices that report no hardware profile; never a valid profile name
 
 
 class ReferenceSource(Protocol):
@@ -85,6 +93,7 @@ class Gathered:
             "canary": self.canary.as_dict(),
             "control": self.control.as_dict() if self.control else None,
             "baseline": self.baseline.as_dict() if self.baseline else None,
+            "latency_by_profile": [asdict(p) for p in self.snapshot.latency_by_profile],
         }
 
 
@@ -122,11 +131,14 @@ def gather(
     since = window or now
     model, target = rollout.model, rollout.version
     refs = _References(session, references, model)
+    profiles = {t.device_id: t.profile or NO_PROFILE for t in tracks}
     canary_tracks = canary_devices(tracks, online)
     # Before the wave committed there is nothing to judge yet: no traffic for any cohort.
     judged = [t.device_id for t in canary_tracks] if window is not None else []
 
-    traffic = metrics_traffic(session, judged, model, lambda v: v == target, since, None)
+    traffic, canary_latency = traffic_by_profile(
+        session, {d: profiles[d] for d in judged}, model, lambda v: v == target, since, None
+    )
     drift = cohort_drift(session, judged, model, {target}, since, None, refs, settings)
     canary = CohortFigures(
         CohortStats(
@@ -145,17 +157,29 @@ def gather(
     )
     control: CohortFigures | None = None
     baseline: CohortFigures | None = None
+    control_latency: dict[str, Traffic] = {}
+    baseline_latency: dict[str, Traffic] = {}
     if judged:
         control_ids = [t.device_id for t in tracks if t.state == DeviceState.PENDING]
         if control_ids:
-            control = _old_version_cohort(session, control_ids, model, target, since, None, refs, settings)
-        wave_ids = [t.device_id for t in canary_tracks if t.wave == rollout.wave]
-        if (control is None or control.stats.reporting == 0) and wave_ids:
-            started = rollout.wave_started_at or since
-            lookback = started - timedelta(seconds=settings.baseline_lookback_s)
-            baseline = _old_version_cohort(
-                session, wave_ids, model, target, lookback, started, refs, settings
+            control, control_latency = _old_version_cohort(
+                session, control_ids, profiles, model, target, since, None, refs, settings
             )
+        wave_ids = [t.device_id for t in canary_tracks if t.wave == rollout.wave]
+        started = rollout.wave_started_at or since
+        lookback = started - timedelta(seconds=settings.baseline_lookback_s)
+        if (control is None or control.stats.reporting == 0) and wave_ids:
+            baseline, baseline_latency = _old_version_cohort(
+                session, wave_ids, profiles, model, target, lookback, started, refs, settings
+            )
+        else:
+            # The control reported, but maybe not on every canary profile: those use their baseline.
+            uncovered = {p for p in canary_latency if _p95(control_latency.get(p)) is None}
+            own = {d: profiles[d] for d in wave_ids if profiles[d] in uncovered}
+            if own:
+                _, baseline_latency = traffic_by_profile(
+                    session, own, model, lambda v: v != target, lookback, started
+                )
     committed_at = rollout.wave_committed_at
     snapshot = Snapshot(
         canary=canary.stats,
@@ -163,21 +187,48 @@ def gather(
         baseline=baseline.stats if baseline else None,
         bake_elapsed=committed_at is not None and (now - committed_at).total_seconds() >= rollout.bake_s,
         drift_measured=bool(refs.of(target)),
+        latency_by_profile=_latency_pairs(
+            sorted({profiles[d] for d in judged}), canary_latency, control_latency, baseline_latency
+        ),
     )
     return Gathered(snapshot, canary, control, baseline, since)
+
+
+def _latency_pairs(
+    canary_profiles: Iterable[str],
+    canary: Mapping[str, Traffic],
+    control: Mapping[str, Traffic],
+    baseline: Mapping[str, Traffic],
+) -> tuple[ProfileLatency, ...]:
+    """Per profile of the canary: its p95 and the same profile's control p95, else baseline p95."""
+    pairs = []
+    for profile in canary_profiles:
+        reference, label = _p95(control.get(profile)), "control"
+        if reference is None:
+            reference, label = _p95(baseline.get(profile)), "baseline"
+        pairs.append(ProfileLatency(profile, _p95(canary.get(profile)), reference, label))
+    return tuple(pairs)
+
+
+def _p95(traffic: Traffic | None) -> float | None:
+    return traffic.p95_ms if traffic is not None else None
 
 
 def _old_version_cohort(
     session: Session,
     device_ids: Sequence[str],
+    profiles: Mapping[str, str],
     model: str,
     target: str,
     since: datetime,
     until: datetime | None,
     refs: _References,
     settings: SnapshotSettings,
-) -> CohortFigures:
-    traffic = metrics_traffic(session, device_ids, model, lambda v: v != target, since, until)
+) -> tuple[CohortFigures, dict[str, Traffic]]:
+    """The devices' figures on any version but ``target``, and their traffic per hardware profile."""
+    traffic, by_profile = traffic_by_profile(
+        session, {d: profiles[d] for d in device_ids}, model, lambda v: v != target, since, until
+    )
     versions = drift_versions(session, device_ids, model, since, until) - {target}
     drift = cohort_drift(session, device_ids, model, versions, since, until, refs, settings)
     stats = CohortStats(
@@ -188,7 +239,7 @@ def _old_version_cohort(
         p95_ms=traffic.p95_ms,
         output_drift=drift.value,
     )
-    return CohortFigures(stats, tuple(device_ids), drift.samples, drift.features)
+    return CohortFigures(stats, tuple(device_ids), drift.samples, drift.features), by_profile
 
 
 # --- queries ---------------------------------------------------------------------------------------
@@ -210,6 +261,38 @@ def metrics_traffic(
 ) -> Traffic:
     """The devices' metrics for ``model`` at versions ``version_matches`` accepts, in the window."""
     traffic = Traffic()
+    for device_id, entry in _metric_entries(session, device_ids, model, version_matches, since, until):
+        traffic.add(device_id, entry)
+    return traffic
+
+
+def traffic_by_profile(
+    session: Session,
+    profiles: Mapping[str, str],
+    model: str,
+    version_matches: Any,
+    since: datetime,
+    until: datetime | None,
+) -> tuple[Traffic, dict[str, Traffic]]:
+    """``metrics_traffic`` of the devices ``profiles`` maps to their hardware profile: pooled, and
+    per profile (only profiles with metrics), from the same scan."""
+    pooled = Traffic()
+    by_profile: dict[str, Traffic] = {}
+    for device_id, entry in _metric_entries(session, list(profiles), model, version_matches, since, until):
+        pooled.add(device_id, entry)
+        by_profile.setdefault(profiles[device_id], Traffic()).add(device_id, entry)
+    return pooled, by_profile
+
+
+def _metric_entries(
+    session: Session,
+    device_ids: Sequence[str],
+    model: str,
+    version_matches: Any,
+    since: datetime,
+    until: datetime | None,
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Each ``ModelMetrics`` entry of ``model`` at an accepted version, with its device, in the window."""
     for chunk in _chunks(device_ids):
         query = select(DeviceMetrics.device_id, DeviceMetrics.payload).where(
             DeviceMetrics.device_id.in_(chunk), DeviceMetrics.received_at >= since
@@ -219,8 +302,7 @@ def metrics_traffic(
         for device_id, payload in session.execute(query):
             for entry in (payload or {}).get("models") or ():
                 if entry.get("model") == model and version_matches(str(entry.get("version"))):
-                    traffic.add(device_id, entry)
-    return traffic
+                    yield device_id, entry
 
 
 def drift_versions(

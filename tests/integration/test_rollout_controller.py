@@ -42,9 +42,11 @@ from fleet.rollouts import (
     create_rollout,
 )
 from fleet.rollouts.controller import load_tracks
+from fleet.rollouts.gates import GateConfig, evaluate_gates
 from fleet.rollouts.locking import LOCK_CLASS, lock_key
-from fleet.rollouts.models import DesiredStateRecord, Rollout
+from fleet.rollouts.models import DesiredStateRecord, Rollout, RolloutDevice
 from fleet.rollouts.schemas import RolloutCreate
+from fleet.rollouts.snapshot import NO_PROFILE, gather
 from models.stats import ReferenceStats, build_reference_stats, count_window
 from tests.support.postgres import fresh_database
 
@@ -116,13 +118,20 @@ class World:
             clock=lambda: self.now,
         )
 
-    def add_devices(self, count: int, *, version: str = "1.0.0", prefix: str = "d") -> list[str]:
+    def add_devices(
+        self, count: int, *, version: str = "1.0.0", prefix: str = "d", profile: str | None = "p1"
+    ) -> list[str]:
         ids = [f"{prefix}{i}" for i in range(count)]
         with self.db.session() as session:
             for device_id in ids:
                 session.add(
                     Device(
-                        id=device_id, fleet="lab", profile="p1", models={MODEL: version}, online=True, tags=[]
+                        id=device_id,
+                        fleet="lab",
+                        profile=profile,
+                        models={MODEL: version},
+                        online=True,
+                        tags=[],
                     )
                 )
         return ids
@@ -475,6 +484,68 @@ def test_the_drift_gate_compares_canary_with_control(world: World) -> None:
     figures = rollout.decision["figures"]  # type: ignore[index]
     assert figures["canary"]["output_drift"] > figures["control"]["output_drift"] + 0.1
     assert figures["canary"]["drift_samples"] == 300 and figures["control"]["drift_samples"] == 900
+
+
+def test_the_snapshot_compares_latency_per_hardware_profile(world: World) -> None:
+    """A slow Pi canary beside Jetson controls: per profile, the Pi against its own past, the
+    Jetson canary against the Jetson controls; devices without a profile form their own group."""
+    pi = world.add_devices(1, prefix="pi", profile="raspberry-pi-5")[0]
+    jetsons = world.add_devices(3, prefix="jet", profile="jetson-orin")
+    bare = world.add_devices(1, prefix="bare", profile=None)[0]
+    canary_ids = [pi, jetsons[0], bare]
+    tracks = [
+        RolloutDevice(device_id=d, wave=0, profile=p, state="committed")
+        for d, p in ((pi, "raspberry-pi-5"), (jetsons[0], "jetson-orin"), (bare, None))
+    ] + [RolloutDevice(device_id=d, wave=1, profile="jetson-orin", state="pending") for d in jetsons[1:]]
+    world.now = START + timedelta(seconds=5)  # before the wave: the Pi on its old version, as slow
+    world.metrics(pi, "1.0.0", slow=True)
+    world.now = START + timedelta(seconds=30)  # the wave committed at START + 20 s
+    world.metrics(pi, "2.0.0", slow=True)
+    world.metrics(jetsons[0], "2.0.0")
+    world.metrics(bare, "2.0.0")
+    for device_id in jetsons[1:]:
+        world.metrics(device_id, "1.0.0")
+    rollout = Rollout(
+        id="r1",
+        model=MODEL,
+        version="2.0.0",
+        bake_s=0.0,
+        wave=0,
+        wave_started_at=START + timedelta(seconds=10),
+        wave_committed_at=START + timedelta(seconds=20),
+    )
+    with world.db.session() as session:
+        gathered = gather(
+            session,
+            rollout,
+            tracks,
+            dict.fromkeys(canary_ids, True),
+            now=START + timedelta(seconds=40),
+            references=None,
+        )
+    snapshot = gathered.snapshot
+    fast, slow = 1.0 + 1.5 * 0.95, 25.0 + 25.0 * 0.95  # p95 inside (1, 2.5] and (25, 50] ms
+    pairs = [
+        (p.profile, p.canary_p95_ms, p.reference_p95_ms, p.reference) for p in snapshot.latency_by_profile
+    ]
+    assert pairs == [
+        (NO_PROFILE, pytest.approx(fast), None, "baseline"),  # nothing to compare with
+        ("jetson-orin", pytest.approx(fast), pytest.approx(fast), "control"),
+        ("raspberry-pi-5", pytest.approx(slow), pytest.approx(slow), "baseline"),  # no Pi control
+    ]
+    # Pooled, the Pi drags the canary's p95 far above the Jetson controls'.
+    assert snapshot.control is not None and snapshot.control.p95_ms == pytest.approx(fast)
+    assert snapshot.canary.p95_ms is not None and snapshot.canary.p95_ms > 10 * fast
+    assert snapshot.baseline is None  # the control reported: the pooled gates use it
+    decision = evaluate_gates(snapshot, GateConfig(min_requests=10))
+    latency = next(g for g in decision.gates if g.name == "p95_latency_ratio")
+    assert latency.passed is True and latency.value == pytest.approx(1.0)
+    assert "also" in latency.detail and f"{NO_PROFILE} not compared" in latency.detail
+    assert [p["profile"] for p in gathered.figures()["latency_by_profile"]] == [
+        NO_PROFILE,
+        "jetson-orin",
+        "raspberry-pi-5",
+    ]
 
 
 def _reference(outputs: np.ndarray) -> ReferenceStats:

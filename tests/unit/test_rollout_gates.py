@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleet.rollouts import CohortStats, GateAction, GateConfig, Snapshot, Verdict, evaluate_gates
+from fleet.rollouts.gates import ProfileLatency
 
 CONFIG = GateConfig(min_reporting_devices=2, min_requests=100)
 HEALTHY = CohortStats(
@@ -145,6 +146,83 @@ def test_decision_serialises_with_the_figures() -> None:
     assert gates["p95_latency_ratio"]["threshold"] == pytest.approx(1.5)
 
 
+# --- latency per hardware profile ----------------------------------------------------------------
+
+PI, JETSON = "raspberry-pi-5", "jetson-orin"
+
+
+def latency_gate(snapshot: Snapshot) -> tuple[Verdict, bool | None, float | None, str]:
+    decision = evaluate_gates(snapshot, CONFIG)
+    gate = next(g for g in decision.gates if g.name == "p95_latency_ratio")
+    return decision.verdict, gate.passed, gate.value, gate.detail
+
+
+def test_a_pi_canary_is_not_judged_against_jetson_controls() -> None:
+    # Pooled, the Pi canary (40 ms) is 4x the Jetson controls (10 ms): far above the 1.5x limit.
+    canary = dataclasses.replace(HEALTHY, p95_ms=40.0)
+    pairs = (
+        ProfileLatency(PI, 40.0, 38.0, "baseline"),  # the Pi on its old version: as slow
+        ProfileLatency(JETSON, 10.0, 10.0, "control"),
+    )
+    verdict, passed, value, detail = latency_gate(
+        Snapshot(canary, CONTROL, None, True, latency_by_profile=pairs)
+    )
+    assert (verdict, passed) == (Verdict.PROCEED, True)
+    assert value == pytest.approx(40.0 / 38.0)
+    assert f"on {PI}" in detail and f"also {JETSON} 1.00x" in detail
+    # The same snapshot without the pairs: the pooled comparison would have aborted a good release.
+    assert evaluate_gates(Snapshot(canary, CONTROL, None, True), CONFIG).verdict == Verdict.ABORT
+
+
+def test_a_regression_on_one_profile_of_two_fails_naming_it() -> None:
+    # Pooled, the slow Pis hide among fast Jetsons; per profile the Jetsons regressed 3x.
+    pairs = (
+        ProfileLatency(PI, 40.0, 40.0, "control"),
+        ProfileLatency(JETSON, 30.0, 10.0, "control"),
+    )
+    canary = dataclasses.replace(HEALTHY, p95_ms=38.0)
+    control = dataclasses.replace(CONTROL, p95_ms=39.0)
+    verdict, passed, value, detail = latency_gate(
+        Snapshot(canary, control, None, True, latency_by_profile=pairs)
+    )
+    assert (verdict, passed) == (Verdict.ABORT, False)
+    assert value == pytest.approx(3.0)
+    assert detail.startswith(f"canary p95 30.00 ms / control 10.00 ms = 3.00x on {JETSON} (limit 1.50x)")
+    assert f"also {PI} 1.00x" in detail
+
+
+def test_no_profile_with_both_figures_passes_saying_so() -> None:
+    pairs = (ProfileLatency(PI, 40.0, None, "baseline"), ProfileLatency(JETSON, None, 10.0, "control"))
+    verdict, passed, value, detail = latency_gate(
+        Snapshot(HEALTHY, CONTROL, None, True, latency_by_profile=pairs)
+    )
+    assert (verdict, passed, value) == (Verdict.PROCEED, True, None)
+    assert "no latency on the same hardware profile to compare with" in detail
+    assert PI in detail and JETSON in detail
+
+
+def test_an_uncompared_profile_is_listed_but_does_not_decide() -> None:
+    pairs = (ProfileLatency(PI, 90.0, None, "baseline"), ProfileLatency(JETSON, 11.0, 10.0, "control"))
+    _, passed, value, detail = latency_gate(Snapshot(HEALTHY, CONTROL, None, True, latency_by_profile=pairs))
+    assert (passed, value) == (True, pytest.approx(1.1))
+    assert detail.endswith(f"also {PI} not compared")
+
+
+def test_not_enough_canary_data_still_waits_with_profile_pairs() -> None:
+    canary = dataclasses.replace(HEALTHY, requests=10)
+    pairs = (ProfileLatency(PI, 90.0, 10.0, "control"),)
+    verdict, passed, _, detail = latency_gate(Snapshot(canary, CONTROL, None, True, latency_by_profile=pairs))
+    assert (verdict, passed) == (Verdict.WAIT, None)
+    assert "10/100 requests" in detail
+
+
+def test_without_profile_pairs_the_pooled_cohorts_are_compared() -> None:
+    slow = dataclasses.replace(HEALTHY, p95_ms=30.0)
+    verdict, passed, value, detail = latency_gate(Snapshot(slow, CONTROL, None, True))
+    assert (verdict, passed, value) == (Verdict.ABORT, False, pytest.approx(3.0))
+    assert detail == "canary p95 30.00 ms / control 10.00 ms = 3.00x (limit 1.50x)"
+
+
 cohorts = st.builds(
     CohortStats,
     devices=st.integers(0, 50),
@@ -196,3 +274,38 @@ def test_more_errors_never_turn_a_failure_into_a_pass(
     gate_after = next(g for g in after.gates if g.name == "error_rate_delta")
     if gate_before.passed is False and gate_after.passed is not None:
         assert gate_after.passed is False
+
+
+latencies = st.one_of(st.none(), st.floats(0.01, 1e4))
+profile_pairs = st.lists(
+    st.builds(
+        ProfileLatency,
+        profile=st.sampled_from([PI, JETSON, "x86", "(no profile)"]),
+        canary_p95_ms=latencies,
+        reference_p95_ms=latencies,
+        reference=st.sampled_from(["control", "baseline"]),
+    ),
+    max_size=4,
+    unique_by=lambda p: p.profile,
+).map(tuple)
+
+
+@given(canary=cohorts, pairs=profile_pairs, config=configs)
+def test_the_latency_gate_fails_exactly_when_some_profile_exceeds_the_limit(
+    canary: CohortStats, pairs: tuple[ProfileLatency, ...], config: GateConfig
+) -> None:
+    decision = evaluate_gates(Snapshot(canary, CONTROL, None, True, latency_by_profile=pairs), config)
+    gate = next(g for g in decision.gates if g.name == "p95_latency_ratio")
+    enough = (
+        canary.reporting >= config.min_reporting_devices
+        and canary.requests >= config.min_requests
+        and canary.p95_ms is not None
+    )
+    ratios = [p.ratio for p in pairs if p.ratio is not None]
+    if not enough:
+        assert gate.passed is None
+    elif not pairs:
+        assert gate.passed is not None  # the pooled comparison
+    else:
+        assert gate.passed == all(r <= config.max_p95_latency_ratio for r in ratios)
+        assert gate.value == (max(ratios) if ratios else None)
