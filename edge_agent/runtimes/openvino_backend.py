@@ -162,7 +162,14 @@ class OpenVINOSession(BaseSession):
         return self._compiled.get_property(name)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._request.infer({self._input_index[name]: value for name, value in feeds.items()})
+        # The feeds are contiguous arrays in the model's dtypes (prepare_feeds) and the call is
+        # synchronous, so OpenVINO may read them in place: copying them costs 15-20 µs a call,
+        # 3-4% of a 0.5 ms model.
+        self._request.infer(
+            {self._input_index[name]: value for name, value in feeds.items()},
+            share_inputs=True,
+            share_outputs=True,
+        )
         # The request reuses its output buffers on the next call: hand out copies.
         return {
             name: np.array(self._request.get_output_tensor(index).data, copy=True)
