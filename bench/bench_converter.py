@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -193,12 +194,19 @@ def _speed_in_clean_process(built: dict[Cell, Built], evaluation: Path, fmt: str
 def _speed_figures(
     fp32_dir: Path, int8_dir: Path, evaluation: Path, threads: int, batch: int
 ) -> dict[str, Any]:
+    from edge_agent.serving.diagnostics import heavy_modules
+
     fp32, int8 = (_open(directory, evaluation, threads) for directory in (fp32_dir, int8_dir))
     try:
         timings = _alternate(fp32, int8, batch)
     finally:
         for bundle in (fp32, int8):
             bundle.session.close()
+    heavy = heavy_modules(sys.modules)
+    if heavy:  # the figures would describe a process no agent runs
+        raise RuntimeError(
+            f"the timing process loaded {', '.join(heavy[:5])}: it must stay as light as an agent"
+        )
     per_sample = {name: _p50(values) / batch for name, values in timings.items()}
     return {
         "threads": threads,
