@@ -251,21 +251,6 @@ def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
         yield ordered[start : start + _CHUNK]
 
 
-def metrics_traffic(
-    session: Session,
-    device_ids: Sequence[str],
-    model: str,
-    version_matches: Any,
-    since: datetime,
-    until: datetime | None,
-) -> Traffic:
-    """The devices' metrics for ``model`` at versions ``version_matches`` accepts, in the window."""
-    traffic = Traffic()
-    for device_id, entry in _metric_entries(session, device_ids, model, version_matches, since, until):
-        traffic.add(device_id, entry)
-    return traffic
-
-
 def traffic_by_profile(
     session: Session,
     profiles: Mapping[str, str],
@@ -274,8 +259,9 @@ def traffic_by_profile(
     since: datetime,
     until: datetime | None,
 ) -> tuple[Traffic, dict[str, Traffic]]:
-    """``metrics_traffic`` of the devices ``profiles`` maps to their hardware profile: pooled, and
-    per profile (only profiles with metrics), from the same scan."""
+    """The metrics for ``model`` at versions ``version_matches`` accepts, in the window, of the
+    devices ``profiles`` maps to their hardware profile: pooled, and per profile (only profiles
+    with metrics), from the same scan."""
     pooled = Traffic()
     by_profile: dict[str, Traffic] = {}
     for device_id, entry in _metric_entries(session, list(profiles), model, version_matches, since, until):
