@@ -105,7 +105,7 @@ class PackagePass(Pass[PackageConfig]):
         self, ctx: ConversionContext, artifact: Artifact, profile: HardwareProfile
     ) -> tuple[list[TensorSpec], list[TensorSpec]]:
         source = ctx.require_source()
-        with open_artifact(artifact, profile) as session:
+        with open_artifact(artifact, profile, source) as session:
             inputs, outputs = list(session.inputs), list(session.outputs)
         return _with_layouts(inputs, source.inputs), _with_layouts(outputs, source.outputs)
 
@@ -137,7 +137,7 @@ class PackagePass(Pass[PackageConfig]):
         # read as drift against any real traffic.
         _, evaluation, _ = ctx.require_data()
         sample = evaluation.take(REFERENCE_STATS_SAMPLES)
-        with open_artifact(artifact, profile) as session:
+        with open_artifact(artifact, profile, ctx.require_source()) as session:
             produced = run_batches(session, sample, 64)
         try:
             stats = build_reference_stats(

@@ -24,6 +24,7 @@ from converter.errors import ConversionError, describe_failure
 from converter.metrics import compute_metrics, is_classifier, judge
 from converter.planning import CalibrationMethod, SourceKind, TargetPlan, plan_target
 from converter.quiet import quiet
+from converter.signature import interface_signature
 from converter.sources import SourceModel, load_source
 from hw_profiles.schema import AcceleratorKind, HardwareProfile, ModelFormat, Precision, Tolerance
 from models.bundle.manifest import TensorSpec
@@ -345,11 +346,15 @@ class ValidatePass(Pass[ValidateConfig]):
         label = f"{target.profile.name}: validate {artifact.attempt.format.value} {artifact.attempt.label}"
         with (
             ctx.progress.task(label, total=evaluation.size) as advance,
-            open_artifact(artifact, target.profile) as session,
+            open_artifact(artifact, target.profile, ctx.require_source()) as session,
         ):
             outputs = run_batches(session, evaluation, self.config.batch_size, advance)
             state.provider = session.provider
-            state.runtime_notes = [*session.fallbacks, *int8_kernel_notes(artifact, target.profile)]
+            state.runtime_notes = [
+                *session.fallbacks,
+                *getattr(session, "dtype_notes", []),
+                *int8_kernel_notes(artifact, target.profile),
+            ]
             tensors = [*session.inputs, *session.outputs]
         full_integer = target.profile.quantization.full_integer_io
         missing = sorted(set(reference) - set(outputs))
@@ -372,27 +377,32 @@ class ValidatePass(Pass[ValidateConfig]):
         )
 
 
-def open_artifact(artifact: Artifact, profile: HardwareProfile) -> Any:
+def open_artifact(artifact: Artifact, profile: HardwareProfile, source: SourceModel | None = None) -> Any:
     """A runtime session for ``artifact`` with the profile's threads, providers, devices and delegates.
 
     On this host: with the session entries the host's CPU needs to run the artifact faithfully
-    (``converter.int8_kernels``), on top of the profile's own options.
+    (``converter.int8_kernels``), on top of the profile's own options. With ``source``, the
+    session serves the source's dtypes where the format narrowed them (``interface_signature``:
+    int64 ids that a TFLite model holds as int32), exactly as the agent will serve the bundle:
+    it is opened with that signature, so it casts at its edge and refuses what does not fit.
     """
-    from edge_agent.runtimes import RuntimeBackendError, open_session, options_from_profile
+    from edge_agent.runtimes import RuntimeBackendError, options_from_profile
 
     fmt = artifact.attempt.format
     options = options_from_profile(profile, fmt)
+    host = _host_options(artifact, profile)
     try:
         with quiet():
-            return open_session(
-                artifact.model_path,
-                fmt,
-                threads=options.threads,
-                providers=options.providers,
-                devices=options.devices,
-                delegates=options.delegates,
-                options={**options.extra, **_host_options(artifact, profile)},
+            session = _open_session(artifact, options, host)
+            served = (
+                None
+                if source is None
+                else interface_signature(session.inputs, session.outputs, source.inputs, source.outputs)
             )
+            if served is None:
+                return session
+            session.close()  # reopened as the agent opens the bundle: with its manifest's signature
+            return _open_session(artifact, options, host, served)
     except RuntimeBackendError as exc:
         raise ConversionError(
             f"the {fmt.value} runtime cannot load the {artifact.attempt.label} model: {exc}",
@@ -401,6 +411,21 @@ def open_artifact(artifact: Artifact, profile: HardwareProfile) -> Any:
             hint="the artifact is broken or uses an operator this runtime lacks; "
             "pick another precision or format",
         ) from exc
+
+
+def _open_session(artifact: Artifact, options: Any, host: dict[str, str], signature: Any = None) -> Any:
+    from edge_agent.runtimes import open_session
+
+    return open_session(
+        artifact.model_path,
+        artifact.attempt.format,
+        threads=options.threads,
+        providers=options.providers,
+        devices=options.devices,
+        delegates=options.delegates,
+        options={**options.extra, **host},
+        signature=signature,
+    )
 
 
 def _host_options(artifact: Artifact, profile: HardwareProfile) -> dict[str, str]:
@@ -487,7 +512,10 @@ class BenchmarkPass(Pass[BenchmarkConfig]):
         )
         from edge_agent.runtimes import RuntimeBackendError
 
-        with ctx.progress.task(label), open_artifact(artifact, target.profile) as session:
+        with (
+            ctx.progress.task(label),
+            open_artifact(artifact, target.profile, ctx.require_source()) as session,
+        ):
             try:
                 state.benchmark = benchmark_session(
                     session,

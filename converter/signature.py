@@ -2,10 +2,15 @@
 
 A spec reads ``name:1x1x8x8:float32`` (optionally ``:NCHW`` at the end). A dimension written
 ``N``, ``?`` or ``-1`` is dynamic. The first dimension is the batch.
+
+A bundle serves the source's dtypes (``interface_signature``): where a format narrowed a tensor
+(int64 token ids become int32 in TFLite), the manifest still declares the source's dtype, and
+the runtime session casts at its edge.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import get_args
 
 import numpy as np
@@ -61,6 +66,34 @@ def spec_from_array(name: str, array: np.ndarray, *, layout: str | None = None) 
             hint=f"save it as one of {', '.join(DTYPES)} (float32 for most models)",
         )
     return TensorSpec(name=name, shape=shape, dtype=dtype, layout=layout or guess_layout(shape))
+
+
+def interface_signature(
+    model_inputs: Sequence[TensorSpec],
+    model_outputs: Sequence[TensorSpec],
+    source_inputs: Sequence[TensorSpec],
+    source_outputs: Sequence[TensorSpec],
+) -> tuple[list[TensorSpec], list[TensorSpec]] | None:
+    """The artifact's signature with the source's dtypes where the format narrowed them; None if none was.
+
+    Only the narrowings a runtime session can undo at its edge count (``castable``: int64 held
+    as int32); quantized tensors keep the model's integers and parameters (clients speak float).
+    Names, shapes and layouts stay the model's.
+    """
+    from edge_agent.runtimes.casting import castable
+
+    declared = {spec.name: spec.dtype for spec in [*source_inputs, *source_outputs]}
+
+    def served(spec: TensorSpec) -> TensorSpec:
+        wanted = declared.get(spec.name)
+        if wanted is None or spec.quantization is not None or not castable(wanted, spec.dtype):
+            return spec
+        return spec.model_copy(update={"dtype": wanted})
+
+    inputs, outputs = [served(s) for s in model_inputs], [served(s) for s in model_outputs]
+    if inputs == list(model_inputs) and outputs == list(model_outputs):
+        return None
+    return inputs, outputs
 
 
 def with_batch(spec: TensorSpec, batch: int | None) -> TensorSpec:

@@ -94,6 +94,7 @@ def model_states(engine: InferenceEngine) -> list[ModelState]:
             precision=model.installed.manifest.precision.value,
             provider=model.session.provider,
             ready=True,
+            default=engine.repository.default_version(model.name) == model.version,
         )
         for model in engine.loaded_models()
     ]

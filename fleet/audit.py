@@ -44,6 +44,7 @@ def list_audit(
     limit: int = 100,
     action: str | None = None,
     actor: str | None = None,
+    target: str | None = None,
     before_id: int | None = None,
 ) -> Sequence[AuditEntry]:
     """Newest first; ``before_id`` pages backwards."""
@@ -52,6 +53,8 @@ def list_audit(
         query = query.where(AuditEntry.action.startswith(action, autoescape=True))
     if actor:
         query = query.where(AuditEntry.actor == actor)
+    if target:
+        query = query.where(AuditEntry.target == target)
     if before_id is not None:
         query = query.where(AuditEntry.id < before_id)
     return session.scalars(query).all()

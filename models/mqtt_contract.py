@@ -122,6 +122,11 @@ class ModelState(_Payload):
     precision: str
     provider: str = ""
     ready: bool = True
+    default: bool | None = Field(
+        default=None,
+        description="True for the version that requests naming no version get (two versions of a "
+        "model are loaded while an update is checked and watched); None from agents that do not say.",
+    )
 
 
 class SlotState(_Payload):

@@ -12,19 +12,28 @@ from typing import Any
 import numpy as np
 
 from edge_agent.runtimes.base import quantize
+from edge_agent.runtimes.casting import narrow_feed
 from edge_agent.runtimes.errors import InvalidInput
 from models.bundle.manifest import QuantParams, TensorSpec
 
 
 def prepare_feeds(
-    specs: Sequence[TensorSpec], feeds: Mapping[str, Any], *, raw: bool, batch_loop: bool = False
+    specs: Sequence[TensorSpec],
+    feeds: Mapping[str, Any],
+    *,
+    raw: bool,
+    batch_loop: bool = False,
+    runtime_dtypes: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, np.ndarray], int | None]:
     """Check names, dtypes and shapes; quantize float feeds of quantized inputs unless ``raw``.
 
     Returns the feeds in the model's dtypes (C-contiguous) and the batch size (the first
     dimension the feeds agree on; ``None`` for a model whose inputs are scalars). With
     ``batch_loop`` the caller will run the samples one by one, so an input with a static batch
-    of 1 accepts any batch, and every input must then carry the same batch.
+    of 1 accepts any batch, and every input must then carry the same batch. ``runtime_dtypes``
+    names the inputs the model runs narrower than ``specs`` serve them (int32 inside a TFLite
+    model for int64 ids): they are checked against ``specs``, then narrowed, and refused when a
+    value does not fit (``edge_agent.runtimes.casting``).
     """
     expected = [spec.name for spec in specs]
     unknown = sorted(set(feeds) - set(expected))
@@ -39,6 +48,9 @@ def prepare_feeds(
             f"missing input(s) {missing}; the model takes {expected}", hint="send a value for every input"
         )
     prepared = {spec.name: prepare_feed(spec, feeds[spec.name], raw=raw) for spec in specs}
+    for name, runtime_dtype in (runtime_dtypes or {}).items():
+        if name in prepared:
+            prepared[name] = narrow_feed(name, prepared[name], runtime_dtype)
     batches = {spec.name: prepared[spec.name].shape[0] for spec in specs if prepared[spec.name].ndim > 0}
     if batch_loop and len(set(batches.values())) > 1:
         raise InvalidInput(

@@ -21,7 +21,7 @@ import numpy as np
 from edge_agent.runtimes.errors import ModelLoadFailed, RuntimeConfigError, RuntimeUnavailable
 from edge_agent.runtimes.options import ExtraValue
 from edge_agent.runtimes.session import BaseSession
-from edge_agent.runtimes.signature import Signature, make_spec, reconcile_signature
+from edge_agent.runtimes.signature import Signature, make_spec, reconcile_signature, runtime_dtypes
 from hw_profiles.schema import RuntimeName
 from models.bundle.manifest import QuantParams, TensorSpec
 
@@ -149,6 +149,7 @@ class LiteRTSession(BaseSession):
         model_inputs = [_spec(d, n, name, notes) for d, n in zip(input_details, input_names, strict=True)]
         model_outputs = [_spec(d, n, name, notes) for d, n in zip(output_details, output_names, strict=True)]
         inputs, outputs = reconcile_signature(model_inputs, model_outputs, signature, model=name)
+        casts = runtime_dtypes([*model_inputs, *model_outputs], [*inputs, *outputs])
         super().__init__(
             model_path=model_path,
             inputs=inputs,
@@ -157,6 +158,7 @@ class LiteRTSession(BaseSession):
             fallbacks=notes,
             threads=threads_used,
             runtime_version=_litert_version(),
+            runtime_dtypes=casts,
         )
         self._interpreter: Any = interpreter
         self._delegates = plan.delegates  # released with the interpreter on close()

@@ -15,7 +15,7 @@ import numpy as np
 from edge_agent.runtimes.errors import ModelLoadFailed, RuntimeConfigError, RuntimeUnavailable
 from edge_agent.runtimes.options import ExtraValue
 from edge_agent.runtimes.session import BaseSession
-from edge_agent.runtimes.signature import Signature, make_spec, reconcile_signature
+from edge_agent.runtimes.signature import Signature, make_spec, reconcile_signature, runtime_dtypes
 from hw_profiles.schema import RuntimeName
 from models.bundle.manifest import TensorSpec
 
@@ -132,6 +132,7 @@ class OnnxRuntimeSession(BaseSession):
         model_inputs = [_spec(arg, name) for arg in session.get_inputs()]
         model_outputs = [_spec(arg, name) for arg in session.get_outputs()]
         inputs, outputs = reconcile_signature(model_inputs, model_outputs, signature, model=name)
+        casts = runtime_dtypes([*model_inputs, *model_outputs], [*inputs, *outputs])
         super().__init__(
             model_path=model_path,
             inputs=inputs,
@@ -140,6 +141,7 @@ class OnnxRuntimeSession(BaseSession):
             fallbacks=notes + extra_notes,
             threads=threads,
             runtime_version=str(ort.__version__),
+            runtime_dtypes=casts,
         )
         self._session: Any = session
         self._output_names = [spec.name for spec in outputs]

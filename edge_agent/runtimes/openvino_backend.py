@@ -3,10 +3,19 @@
 On the CPU the plugin may infer in bf16 on CPUs that have it (BRIEF.md §7), so the session pins
 ``INFERENCE_PRECISION_HINT=f32`` unless the options say otherwise: a converted model must be
 validated against the precision it was converted to, not a lower one picked behind our back.
+
+Every session compiles through one ``ov.Core`` that lives as long as the process (``shared_core``).
+OpenVINO's CPU plugin gives the thread that creates it an alternate signal stack in the plugin's
+own memory, and a plugin torn down on another thread frees that memory without telling the first
+thread. With a Core per session, an OTA update that unloads on its worker thread a model loaded
+at startup left the main thread's alternate stack dangling, and the next SIGTERM (Python's
+handlers run on the alternate stack) killed the agent with SIGSEGV. One Core means one plugin,
+never torn down while the process runs; it is also what OpenVINO recommends (a Core is heavy).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +25,7 @@ import numpy as np
 from edge_agent.runtimes.errors import ModelLoadFailed, RuntimeUnavailable
 from edge_agent.runtimes.options import ExtraValue
 from edge_agent.runtimes.session import BaseSession
-from edge_agent.runtimes.signature import Signature, make_spec, reconcile_signature
+from edge_agent.runtimes.signature import Signature, make_spec, reconcile_signature, runtime_dtypes
 from hw_profiles.schema import RuntimeName
 from models.bundle.manifest import TensorSpec
 
@@ -99,7 +108,7 @@ class OpenVINOSession(BaseSession):
                 f"{name} has no weights file {weights.name} beside it",
                 hint="an OpenVINO IR is a pair: keep the .xml and the .bin in the same folder",
             )
-        core = ov.Core()
+        core = shared_core()
         candidates, notes = plan_devices(devices, core.available_devices)
         notes += [
             f"option {key!r} is not an OpenVINO property (those are upper case) and was ignored"
@@ -110,6 +119,7 @@ class OpenVINOSession(BaseSession):
         model_inputs = [_spec(port, f"input_{i}", name) for i, port in enumerate(compiled.inputs)]
         model_outputs = [_spec(port, f"output_{i}", name) for i, port in enumerate(compiled.outputs)]
         inputs, outputs = reconcile_signature(model_inputs, model_outputs, signature, model=name)
+        casts = runtime_dtypes([*model_inputs, *model_outputs], [*inputs, *outputs])
         super().__init__(
             model_path=model_path,
             inputs=inputs,
@@ -118,6 +128,7 @@ class OpenVINOSession(BaseSession):
             fallbacks=notes,
             threads=threads,
             runtime_version=str(ov.__version__),
+            runtime_dtypes=casts,
         )
         self._compiled: Any = compiled
         self._request: Any = compiled.create_infer_request()
@@ -190,6 +201,19 @@ def _import_openvino() -> Any:
             hint="pip install 'edgefleet[openvino]'",
         ) from exc
     return openvino
+
+
+_core: Any = None
+_core_lock = threading.Lock()
+
+
+def shared_core() -> Any:
+    """The process's one ``ov.Core`` (see the module docstring for why it is never released)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = _import_openvino().Core()
+        return _core
 
 
 def _fix_dynamic_batch(model: Any) -> bool:

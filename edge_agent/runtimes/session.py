@@ -3,8 +3,11 @@
 A backend only knows how to read its model's signature and run one prepared batch
 (``BaseSession._run``). Everything a client can get wrong, and everything that must behave the
 same on every runtime, lives here: checking feeds against the signature, quantizing float feeds
-for integer models and dequantizing their outputs, looping over the samples of a batch when the
-model has a static batch of 1, and turning a runtime's exception into ``InferenceFailed``.
+for integer models and dequantizing their outputs, casting tensors that the model runs in a
+narrower dtype than its bundle serves (int64 ids held as int32 by a TFLite model: narrowed on the
+way in, values that do not fit refused; widened on the way out), looping over the samples of a
+batch when the model has a static batch of 1, and turning a runtime's exception into
+``InferenceFailed``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from edge_agent.runtimes.base import finish_outputs, loops_over_batch
+from edge_agent.runtimes.casting import cast_notes, widen_outputs
 from edge_agent.runtimes.errors import InferenceFailed, RuntimeBackendError
 from edge_agent.runtimes.feeds import prepare_feeds
 from hw_profiles.schema import RuntimeName
@@ -43,6 +47,7 @@ class BaseSession(ABC):
         fallbacks: list[str],
         threads: int | None,
         runtime_version: str = "unknown",
+        runtime_dtypes: Mapping[str, str] | None = None,
     ) -> None:
         self.model_path = model_path
         self.inputs = inputs
@@ -51,6 +56,9 @@ class BaseSession(ABC):
         self.fallbacks = fallbacks
         self.threads = threads
         self.runtime_version = runtime_version
+        # Tensors the model itself holds in another dtype than ``inputs``/``outputs`` serve
+        # (name -> the model's dtype), read from the runtime: cast at the edge on every call.
+        self.runtime_dtypes: dict[str, str] = dict(runtime_dtypes or {})
         self._closed = False
         self._lock = threading.Lock()
 
@@ -67,11 +75,15 @@ class BaseSession(ABC):
                 f"the session for {self.model_path.name} is closed", hint="open a new session"
             )
         loop = loops_over_batch(self.inputs)
-        prepared, batch = prepare_feeds(self.inputs, feeds, raw=raw, batch_loop=loop)
+        prepared, batch = prepare_feeds(
+            self.inputs, feeds, raw=raw, batch_loop=loop, runtime_dtypes=self.runtime_dtypes
+        )
         if loop and batch is not None and batch > 1:
             results = self._run_sample_by_sample(prepared, batch)
         else:
             results = self._guarded_run(prepared)
+        if self.runtime_dtypes:
+            results = widen_outputs(self.outputs, results, self.runtime_dtypes)
         return finish_outputs(self.outputs, results, raw=raw)
 
     def _run_sample_by_sample(self, prepared: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
@@ -116,7 +128,13 @@ class BaseSession(ABC):
             "threads": self.threads,
             "inputs": [spec.model_dump(mode="json") for spec in self.inputs],
             "outputs": [spec.model_dump(mode="json") for spec in self.outputs],
+            "runtime_dtypes": dict(self.runtime_dtypes),
         }
+
+    @property
+    def dtype_notes(self) -> list[str]:
+        """One line per tensor that runs in another dtype than it is served (for reports)."""
+        return cast_notes(self.inputs, self.outputs, self.runtime_dtypes, self.runtime)
 
     def close(self) -> None:
         if self._closed:

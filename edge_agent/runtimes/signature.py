@@ -3,7 +3,10 @@
 The runtime is the truth about names, dtypes and shapes; the manifest adds what a model file
 cannot say (the layout) and, for runtimes whose files carry no quantization parameters, the
 scale and zero point of integer I/O. A disagreement means the bundle describes another model,
-so it is refused with every difference listed.
+so it is refused with every difference listed. One difference is allowed: a manifest may serve a
+tensor wider than the model runs it (int64 ids that a TFLite model holds as int32,
+``edge_agent.runtimes.casting``); the session then serves the manifest's dtype and casts at its
+edge, and ``runtime_dtypes`` says which tensors run narrower.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import cast
 
+from edge_agent.runtimes.casting import castable
 from edge_agent.runtimes.errors import ModelLoadFailed, SignatureMismatch
 from models.bundle.manifest import Layout, QuantParams, TensorDType, TensorSpec
 from models.stats import guess_layout
@@ -54,7 +58,11 @@ def reconcile_signature(
     *,
     model: str,
 ) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The session's signature: the model's own, completed by ``expected`` after checking they agree."""
+    """The session's signature: the model's own, completed by ``expected`` after checking they agree.
+
+    Where ``expected`` serves a tensor wider than the model runs it (``castable``), the session's
+    spec takes the expected dtype; ``runtime_dtypes`` then lists the model's own.
+    """
     if expected is None:
         return model_inputs, model_outputs
     want_inputs, want_outputs = list(expected[0]), list(expected[1])
@@ -89,7 +97,7 @@ def signature_problems(actual: list[TensorSpec], expected: list[TensorSpec], rol
 def _tensor_problems(got: TensorSpec, want: TensorSpec, role: str) -> list[str]:
     label = f"{role} {want.name!r}"
     problems: list[str] = []
-    if got.dtype != want.dtype:
+    if got.dtype != want.dtype and not _served_wider(got, want):
         problems.append(f"{label} is {got.dtype} in the model but {want.dtype} in the manifest")
     if not shapes_compatible(got.shape, want.shape):
         problems.append(f"{label} has shape {got.shape} in the model but {want.shape} in the manifest")
@@ -109,6 +117,21 @@ def _tensor_problems(got: TensorSpec, want: TensorSpec, role: str) -> list[str]:
                 f"but {_quant_text(want.quantization)} in the manifest"
             )
     return problems
+
+
+def _served_wider(got: TensorSpec, want: TensorSpec) -> bool:
+    """The manifest serves an unquantized tensor in a wider dtype than the model runs it."""
+    return got.quantization is None and want.quantization is None and castable(want.dtype, got.dtype)
+
+
+def runtime_dtypes(model_specs: Iterable[TensorSpec], session_specs: Iterable[TensorSpec]) -> dict[str, str]:
+    """The tensors the model runs in another dtype than the session serves: name -> the model's dtype."""
+    served = {spec.name: spec.dtype for spec in session_specs}
+    return {
+        spec.name: spec.dtype
+        for spec in model_specs
+        if spec.name in served and served[spec.name] != spec.dtype
+    }
 
 
 def shapes_compatible(model_shape: Sequence[int], manifest_shape: Sequence[int]) -> bool:
@@ -140,6 +163,7 @@ def _merge(model_specs: list[TensorSpec], expected: list[TensorSpec]) -> list[Te
         merged.append(
             got.model_copy(
                 update={
+                    "dtype": want.dtype if _served_wider(got, want) else got.dtype,
                     "layout": want.layout if want.layout != "ANY" else got.layout,
                     "quantization": got.quantization or want.quantization,
                 }

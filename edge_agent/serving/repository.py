@@ -232,10 +232,16 @@ class ModelRepository:
                 f"model {name!r} is not loaded (known versions: {', '.join(_sorted_versions(versions))})",
                 hint="load it with RepositoryModelLoad",
             )
-        pinned = ready.get(self._pins.get(name, ""))
-        return pinned if pinned is not None else ready[_sorted_versions(ready)[-1]]
+        return ready[_default_of(ready, self._pins.get(name))]
 
     # --- questions ------------------------------------------------------------------------------
+
+    def default_version(self, name: str) -> str | None:
+        """The version a request naming none gets now (the pinned one, else the highest ready)."""
+        with self._lock:
+            versions = self._entries.get(name, {})
+            ready = [v for v, e in versions.items() if e.state is ModelState.READY and e.model is not None]
+            return _default_of(ready, self._pins.get(name)) if ready else None
 
     def is_ready(self, name: str, version: str = "") -> bool:
         with self._lock:
@@ -309,6 +315,12 @@ class ModelRepository:
                 hint="pass the bundle of that version with the 'bundle' parameter",
             )
         return [versions[version]]
+
+
+def _default_of(ready: Iterable[str], pinned: str | None) -> str:
+    """The pinned version when it is ready, else the highest ready one (``ready`` is not empty)."""
+    versions = list(ready)
+    return pinned if pinned in versions else _sorted_versions(versions)[-1]
 
 
 def _sorted_versions(versions: Iterable[str]) -> list[str]:

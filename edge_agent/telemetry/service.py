@@ -172,8 +172,17 @@ class Telemetry:
     # --- what is sent ---------------------------------------------------------------------------
 
     def publish_status(self) -> int:
-        """Spool a fresh status (after a model was loaded or unloaded); returns its seq."""
-        return self.outbox.send(Channel.STATUS, lambda seq: self.status.status(seq, online=True))
+        """Spool a fresh status (after a model was loaded or unloaded); returns its seq.
+
+        It names the will of the connection that carries it, as the birth does: the fleet judges
+        a Last Will by the will seq of the newest status, and a status without one would leave
+        the device online forever once it dies.
+        """
+        with self.spool.batch() as batch:
+            will_seq = batch.connection_will_seq()
+            return self.outbox.add(
+                batch, Channel.STATUS, lambda seq: self.status.status(seq, online=True, will_seq=will_seq)
+            )
 
     def event(self, level: EventLevel, code: str, message: str, details: dict[str, Any] | None = None) -> int:
         return self.outbox.event(level, code, message, details)

@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS dropped (seq INTEGER PRIMARY KEY, channel TEXT NOT NU
 """
 _NEXT_SEQ = "next_seq"
 _WILL_SEQ = "will_seq"
+_ANNOUNCED_WILL_SEQ = "announced_will_seq"
 _DROPPED_PREFIX = "dropped:"
 _UNLISTED = "dropped_unlisted"
 
@@ -174,10 +175,37 @@ class SpoolBatch:
         self.state.listed_drops = 0
         return report
 
+    def will_seq(self) -> int:
+        """The seq the next connection's Last Will carries: reserved once, kept until a birth announces it."""
+        current = _counter(self._db, _WILL_SEQ, default=-1)
+        if current >= 0:
+            return current
+        seq = self.state.next_seq
+        self.state.next_seq += 1
+        self._db.execute("UPDATE counters SET value = ? WHERE name = ?", (self.state.next_seq, _NEXT_SEQ))
+        _set_counter(self._db, _WILL_SEQ, seq)
+        return seq
+
     def release_will_seq(self, seq: int) -> None:
         """The will seq was announced (in a birth): the next connection gets a fresh one."""
         if _counter(self._db, _WILL_SEQ, default=-1) == seq:
             self._db.execute("UPDATE counters SET value = -1 WHERE name = ?", (_WILL_SEQ,))
+            _set_counter(self._db, _ANNOUNCED_WILL_SEQ, seq)
+
+    def connection_will_seq(self) -> int:
+        """The will seq of the connection that carries a status spooled now (``StatusPayload.will_seq``).
+
+        While a connection is being made, or the broker is away, that is the will reserved for
+        the next connection; once a birth announced it, the announced one. A status spooled after
+        a connection was lost carries that connection's spent will: harmless, because the next
+        connection's will is reserved later and so outranks the status by seq. Read in the
+        status's own transaction, so a connection cannot slip in between.
+        """
+        pending = _counter(self._db, _WILL_SEQ, default=-1)
+        if pending >= 0:
+            return pending
+        announced = _counter(self._db, _ANNOUNCED_WILL_SEQ, default=-1)
+        return announced if announced >= 0 else self.will_seq()
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -261,20 +289,7 @@ class Spool:
         nothing explains.
         """
         with self.batch() as batch:
-            current = _counter(self._db, _WILL_SEQ, default=-1)
-            if current >= 0:
-                return current
-            seq = batch.state.next_seq
-            batch.state.next_seq += 1
-            self._db.execute(
-                "UPDATE counters SET value = ? WHERE name = ?", (batch.state.next_seq, _NEXT_SEQ)
-            )
-            self._db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                (_WILL_SEQ, seq),
-            )
-            return seq
+            return batch.will_seq()
 
     def delete(self, seqs: Iterable[int]) -> int:
         """Forget acknowledged messages (one transaction); returns how many were still there."""
@@ -388,6 +403,13 @@ class Spool:
 def _counter(db: sqlite3.Connection, name: str, default: int = 0) -> int:
     row = db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
     return default if row is None else int(row[0])
+
+
+def _set_counter(db: sqlite3.Connection, name: str, value: int) -> None:
+    db.execute(
+        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        (name, value),
+    )
 
 
 def _read_drops(db: sqlite3.Connection) -> DropReport:

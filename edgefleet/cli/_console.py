@@ -1,8 +1,15 @@
-"""Shared terminal plumbing for every command group: one console, JSON output, friendly errors."""
+"""Shared terminal plumbing for every command group: one console, JSON output, friendly errors.
+
+Output piped to a file or a log is not a terminal, and Rich would then lay everything out in 80
+columns: a table of device ids and profile names folds into "intel-x8/6-openvi/no". Our consoles
+instead print each table at its natural width when the output is not a terminal (and ``COLUMNS``
+does not set one), so every line of a table stays one line in the log, whatever the command.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,9 +17,39 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.measure import measure_renderables
 
-console = Console()
-err_console = Console(stderr=True)
+UNBOUNDED_WIDTH = 100_000
+"""The layout width for output that is not a terminal: wide enough for any table we print."""
+
+
+class PipeFriendlyConsole(Console):
+    """A Rich console that, off a terminal, lays each renderable out at its natural width."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.natural_width = (
+            kwargs.get("width") is None and not self.is_terminal and "COLUMNS" not in os.environ
+        )
+        if self.natural_width:
+            self.width = UNBOUNDED_WIDTH
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if self.natural_width and kwargs.get("width") is None:
+            # Text is not measured: off a terminal it may run as long as it is, one line per line.
+            renderables = [obj for obj in objects if not isinstance(obj, str)]
+            if renderables:
+                kwargs["width"] = max(1, measure_renderables(self, self.options, renderables).maximum)
+        super().print(*objects, **kwargs)
+
+
+def make_console(**kwargs: Any) -> Console:
+    """A console for this CLI (``Console``'s arguments): tables keep their width when piped."""
+    return PipeFriendlyConsole(**kwargs)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 class CLIError(Exception):

@@ -7,11 +7,13 @@ here with the server's own parsers (``fleet.rollouts.spec``) before anything is 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -19,7 +21,7 @@ from edgefleet.cli._client import SERVER_OPTION, TOKEN_OPTION, FleetClient, clie
 from edgefleet.cli._console import CLIError, cli_errors, console, print_json
 
 if TYPE_CHECKING:
-    from fleet.rollouts.schemas import DecisionInfo, RolloutDetail, RolloutInfo
+    from fleet.rollouts.schemas import DecisionInfo, GateInfo, RolloutDetail, RolloutInfo, WaveEnd
 
 app = typer.Typer(
     help="Roll a model version out to devices: a canary, then waves, each gated on live telemetry.",
@@ -49,6 +51,7 @@ _DEVICE_STYLE = {
 _FAILED = ("failed", "rolled_back", "timed_out", "revert_failed")
 _DONE = ("committed", "reverted")
 _IDLE = ("pending", "skipped", "superseded")
+_FINISHED = ("completed", "aborted")
 
 
 def _spec_error(exc: Exception) -> CLIError:
@@ -165,11 +168,12 @@ def list_command(
     for column in ("id", "model", "version", "state", "wave", "devices", "target", "created"):
         table.add_column(column, overflow="fold")
     for rollout in rollouts:
+        promoted = _promoted_by(rollout)
         table.add_row(
             rollout.id,
             rollout.model,
             rollout.version,
-            _state(rollout.state),
+            _state(rollout.state) + (f", [yellow]{escape(promoted)}[/]" if promoted else ""),
             _wave(rollout),
             _progress(rollout.states),
             rollout.target,
@@ -182,7 +186,11 @@ def list_command(
 def status_command(
     rollout_id: str = _ID,
     watch: bool = typer.Option(
-        False, "--watch", "-w", help="Follow it live until it finishes (exit 0 completed, 1 aborted)."
+        False,
+        "--watch",
+        "-w",
+        help="Follow it until it finishes and every device settled (exit 0 completed, 1 aborted); "
+        "live on a terminal, one timestamped line per change otherwise.",
     ),
     interval: float = typer.Option(
         1.0, "--interval", min=0.2, help="Seconds between refreshes with --watch."
@@ -208,24 +216,89 @@ def status_command(
         return
     if not watch:
         console.print(render_detail(detail, all_devices=devices))
-    if watch:
-        raise typer.Exit(code=1 if detail.state == "aborted" else 0)
+        return
+    raise typer.Exit(code=1 if detail.state == "aborted" else 0)
+
+
+def _over(detail: RolloutDetail) -> bool:
+    """Finished, and every device settled: nothing more will change."""
+    return detail.state in _FINISHED and detail.settled
 
 
 def _watch(
     fetch: Callable[[], RolloutDetail], detail: RolloutDetail, interval: float, *, all_devices: bool
 ) -> RolloutDetail:
+    """Follow the rollout until it is over, then say how it ended. On a terminal the status is
+    redrawn live; otherwise (a pipe, a log) one timestamped line per change, then the final status."""
+    if _over(detail):
+        console.print(render_detail(detail, all_devices=all_devices))
+        console.print(f"rollout {detail.state}; nothing to watch", highlight=False)
+        return detail
+    follow = _watch_live if console.is_terminal else _watch_lines
+    detail, interrupted = follow(fetch, detail, interval, all_devices)
+    if interrupted:
+        console.print(f"stopped watching; the rollout is {detail.state}", highlight=False)
+    else:
+        console.print(f"rollout {detail.state}; every device settled", highlight=False)
+    return detail
+
+
+def _watch_live(
+    fetch: Callable[[], RolloutDetail], detail: RolloutDetail, interval: float, all_devices: bool
+) -> tuple[RolloutDetail, bool]:
     from rich.live import Live
 
     with Live(render_detail(detail, all_devices=all_devices), console=console, refresh_per_second=4) as live:
         try:
-            while not (detail.state in ("completed", "aborted") and detail.settled):
+            while not _over(detail):
                 time.sleep(interval)
                 detail = fetch()
                 live.update(render_detail(detail, all_devices=all_devices))
         except KeyboardInterrupt:
-            pass
-    return detail
+            return detail, True
+    return detail, False
+
+
+def _watch_lines(
+    fetch: Callable[[], RolloutDetail], detail: RolloutDetail, interval: float, all_devices: bool
+) -> tuple[RolloutDetail, bool]:
+    """No redrawing: a compact line whenever the state, the wave, the device counts or the gates'
+    verdict change, and the whole status at the end."""
+    shown: tuple[Any, ...] | None = None
+    interrupted = False
+    try:
+        while True:
+            key = _watch_key(detail)
+            if key != shown:
+                console.print(Text(watch_line(detail)), soft_wrap=True)
+                shown = key
+            if _over(detail):
+                break
+            time.sleep(interval)
+            detail = fetch()
+    except KeyboardInterrupt:
+        interrupted = True
+    console.print(render_detail(detail, all_devices=all_devices))
+    return detail, interrupted
+
+
+def _watch_key(detail: RolloutDetail) -> tuple[Any, ...]:
+    verdict = detail.decision.verdict if detail.decision is not None else None
+    return (detail.state, detail.settled, detail.wave, tuple(sorted(detail.states.items())), verdict)
+
+
+def watch_line(detail: RolloutDetail, *, now: datetime | None = None) -> str:
+    """``2026-01-01T12:00:03Z r-3f9c0a12de running canary (1 of 3); 0/8 done, 1 updating; gates:
+    wait (not enough data yet for ...)``: one line, no markup."""
+    at = (now or datetime.now(UTC)).astimezone(UTC)
+    state = detail.state + (", settled" if detail.state in _FINISHED and detail.settled else "")
+    promoted = _promoted_by(detail)
+    if promoted:
+        state += f", {promoted}"
+    progress = Text.from_markup(_progress(detail.states)).plain
+    decision = detail.decision
+    gates = f"{decision.verdict} ({decision.reason})" if decision is not None else "not judged yet"
+    return f"{at:%Y-%m-%dT%H:%M:%SZ} {detail.id} {state} {_wave(detail)}; {progress}; gates: {gates}"
 
 
 def _action(action: str, done: str) -> Callable[..., None]:
@@ -280,6 +353,12 @@ def _wave(rollout: RolloutInfo) -> str:
     return f"{label} ({rollout.wave + 1} of {rollout.waves})"
 
 
+def _promoted_by(rollout: RolloutInfo) -> str:
+    """``promoted by admin`` when an operator promoted any wave past its gates, else empty."""
+    names = list(dict.fromkeys(p.by for p in rollout.promotions))
+    return f"promoted by {', '.join(names)}" if names else ""
+
+
 def _progress(states: dict[str, int]) -> str:
     total = sum(states.values())
     done = sum(states.get(s, 0) for s in _DONE)
@@ -304,9 +383,20 @@ def render_detail(detail: RolloutDetail, *, all_devices: bool = False) -> Render
     """The whole status: header, waves, gates, and the devices worth a look."""
     parts: list[RenderableType] = [_header(detail), _waves_table(detail)]
     if detail.decision is not None:
-        parts += [_gates_table(detail.decision), _decision_line(detail.decision)]
+        ended = _ended(detail, detail.decision.wave)
+        parts += [_gates_table(detail.decision, ended), _decision_line(detail.decision, ended)]
     parts.append(_devices_table(detail, all_devices=all_devices))
     return Group(*parts)
+
+
+def _ended(detail: RolloutDetail, wave: int) -> WaveEnd | None:
+    """How wave ``wave`` ended, when it did (the decision shown is then history, not live)."""
+    found = [w.ended for w in detail.wave_list if w.index == wave]
+    return found[0] if found else None
+
+
+def _the(label: str) -> str:
+    return f"the {label}" if label == "canary" else label
 
 
 def _header(detail: RolloutDetail) -> Text:
@@ -326,10 +416,24 @@ def _header(detail: RolloutDetail) -> Text:
     return text
 
 
+def _how(end: WaveEnd | None) -> str:
+    if end is None:
+        return ""
+    if end.how == "promoted":
+        return f"[yellow]promoted by {escape(end.by)}[/]" + (f": {escape(end.reason)}" if end.reason else "")
+    if end.how == "passed":
+        return "[green]passed its gates[/]"
+    return f"[red]aborted[/]{f' by {escape(end.by)}' if end.by != 'rollout-controller' else ''}"
+
+
 def _waves_table(detail: RolloutDetail) -> Table:
     table = Table(title="waves", title_justify="left")
-    for column in ("wave", "devices", "done", "updating", "failed", "waiting", "status"):
-        table.add_column(column, justify="left" if column in ("wave", "status") else "right")
+    for column in ("wave", "devices", "done", "updating", "failed", "waiting", "status", "ended"):
+        table.add_column(
+            column,
+            justify="left" if column in ("wave", "status", "ended") else "right",
+            overflow="fold",
+        )
     for wave in detail.wave_list:
         states = wave.states
         done = sum(states.get(s, 0) for s in _DONE)
@@ -347,43 +451,130 @@ def _waves_table(detail: RolloutDetail) -> Table:
             f"[red]{failed}[/]" if failed else "0",
             str(waiting),
             status,
+            _how(wave.ended),
         )
     return table
 
 
-def _gates_table(decision: DecisionInfo) -> Table:
-    table = Table(title=f"gates ({decision.at:%H:%M:%S} UTC)", title_justify="left")
+def _gates_table(decision: DecisionInfo, ended: WaveEnd | None) -> Table:
+    """The gates as last judged; when that wave has ended, labelled as history: an operator's
+    promote overrode them (waiting gates stay unjudged), or the wave passed or aborted on them."""
+    at = f"{decision.at:%H:%M:%S} UTC"
+    waiting = "[yellow]… waiting[/]"
+    if ended is None:
+        title = f"gates ({at})"
+    else:
+        label = _the(_wave_label(decision.wave))
+        if ended.how == "promoted":
+            title = f"gates of {label} when {escape(ended.by)} promoted it ({at}; not judged since)"
+            waiting = "[dim]… was waiting[/]"
+        elif ended.how == "passed":
+            title = f"gates of {label} when it passed ({at})"
+        else:
+            title = f"gates of {label} when the rollout aborted ({at})"
+    table = Table(title=title, title_justify="left")
     for column in ("gate", "state", "value", "limit", "detail"):
         table.add_column(column, overflow="fold")
     for gate in decision.gates:
-        state = {True: "[green]✓ pass[/]", False: "[bold red]✗ fail[/]", None: "[yellow]… waiting[/]"}[
-            gate.passed
-        ]
+        state = {True: "[green]✓ pass[/]", False: "[bold red]✗ fail[/]", None: waiting}[gate.passed]
         table.add_row(gate.name, state, _number(gate.value), f"{gate.threshold:g}", gate.detail)
     return table
 
 
-def _decision_line(decision: DecisionInfo) -> Text:
+def _wave_label(index: int) -> str:
+    return "canary" if index == 0 else f"wave {index}"
+
+
+def _decision_line(decision: DecisionInfo, ended: WaveEnd | None = None) -> Text:
     style = {"proceed": "green", "wait": "cyan", "pause": "yellow", "abort": "bold red"}[decision.verdict]
     figures = decision.figures
     canary = figures.get("canary") or {}
-    line = Text(f"{decision.verdict}: {decision.reason}", style=style)
+    if ended is not None and ended.how == "promoted":
+        why = f" ({ended.reason})" if ended.reason else ""
+        line = Text(
+            f"promoted by {ended.by} at {ended.at:%H:%M:%S} UTC{why}; the gates then said "
+            f"{decision.verdict}: {decision.reason}",
+            style="yellow",
+        )
+    else:
+        line = Text(f"{decision.verdict}: {decision.reason}", style=style)
     line.append(
         f"\ncanary: {canary.get('committed', 0)}/{canary.get('devices', 0)} committed, "
         f"{canary.get('reporting', 0)} reporting, {canary.get('requests', 0)} requests, "
         f"p95 {_number(canary.get('p95_ms'), ' ms')}, drift {_number(canary.get('output_drift'))}",
         style="dim",
     )
-    for name in ("control", "baseline"):
-        cohort = figures.get(name)
-        if cohort:
-            line.append(
-                f"\n{name}: {cohort.get('reporting', 0)}/{cohort.get('devices', 0)} reporting, "
-                f"{cohort.get('requests', 0)} requests, p95 {_number(cohort.get('p95_ms'), ' ms')}, "
-                f"drift {_number(cohort.get('output_drift'))}",
-                style="dim",
-            )
+    for text in (_control_line(decision), _baseline_line(decision)):
+        if text:
+            line.append(f"\n{text}", style="dim")
     return line
+
+
+def _cohort_figures(cohort: dict[str, Any]) -> str:
+    return (
+        f"{cohort.get('reporting', 0)}/{cohort.get('devices', 0)} reporting, "
+        f"{cohort.get('requests', 0)} requests, p95 {_number(cohort.get('p95_ms'), ' ms')}, "
+        f"drift {_number(cohort.get('output_drift'))}"
+    )
+
+
+def _used_by(gates: Sequence[GateInfo], cohort: str) -> str:
+    """``the error_rate_delta and p95_latency_ratio gates compare against it``, from what each
+    gate says it compared with (``GateInfo.against``); empty when none did."""
+    names = [g.name for g in gates if g.against and cohort in g.against.split(" and ")]
+    if not names:
+        return ""
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return (
+        f"the {listed} gate{'s' if len(names) > 1 else ''} compare{'' if len(names) > 1 else 's'} against it"
+    )
+
+
+def _control_line(decision: DecisionInfo) -> str:
+    """The control: devices still on the old version, or none at all (say so: a lone canary has
+    no control, whatever the baseline says)."""
+    figures = decision.figures
+    control = figures.get("control")
+    count = figures.get("control_devices")
+    if control:
+        used = _used_by(decision.gates, "control")
+        return f"control: {_cohort_figures(control)}" + (f"\n  {used}" if used else "")
+    if count == 0:
+        return "control: none (no device outside the canary runs the old version)"
+    if count:
+        return f"control: {count} device(s) on the old version, compared once the wave has committed"
+    return ""
+
+
+def _baseline_line(decision: DecisionInfo) -> str:
+    """The baseline is the wave's own devices on their old version, before the wave: say whose
+    telemetry it is, and whether the gates had anything in it to compare against."""
+    figures = decision.figures
+    baseline = figures.get("baseline")
+    if not baseline:
+        return ""
+    window = figures.get("baseline_window") or {}
+    whose = _the(_wave_label(int(window.get("wave", decision.wave))))
+    versions = " and ".join(window.get("versions") or []) or "old-version"
+    span = ""
+    if window.get("since") and window.get("until"):
+        seconds = (
+            datetime.fromisoformat(window["until"]) - datetime.fromisoformat(window["since"])
+        ).total_seconds()
+        span = f" in the {seconds / 60:g} min before its wave started" if seconds >= 60 else ""
+    own = f"{whose}'s own" if whose == "the canary" else f"{whose} devices' own"
+    text = f"baseline: {own} {versions} telemetry{span}: {_cohort_figures(baseline)}"
+    used = _used_by(decision.gates, "baseline")
+    empty = (
+        not baseline.get("requests")
+        and baseline.get("p95_ms") is None
+        and baseline.get("output_drift") is None
+    )
+    if used:
+        return f"{text}\n  {used}"
+    if empty:
+        return f"{text}\n  nothing to compare against: no requests, latency or drift on the old version"
+    return f"{text}\n  no gate has compared against it yet"
 
 
 def _devices_table(detail: RolloutDetail, *, all_devices: bool) -> RenderableType:

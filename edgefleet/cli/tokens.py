@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from edgefleet.cli._client import SERVER_OPTION, TOKEN_OPTION, client
 from edgefleet.cli._console import cli_errors, console, print_json
@@ -116,6 +118,9 @@ def audit_list_command(
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=1000, help="How many entries, newest first."),
     action: str | None = typer.Option(None, "--action", help="Only actions starting with this, e.g. model."),
     actor: str | None = typer.Option(None, "--actor", help="Only this actor, e.g. token:admin."),
+    target: str | None = typer.Option(
+        None, "--target", help="Only entries about this, e.g. a rollout id or a device id."
+    ),
     json_output: bool = _JSON,
     server: str | None = SERVER_OPTION,
     token: str | None = TOKEN_OPTION,
@@ -128,22 +133,46 @@ def audit_list_command(
         params["action"] = action
     if actor:
         params["actor"] = actor
+    if target:
+        params["target"] = target
     with cli_errors(), client(server, token) as api:
         entries = api.get("/api/v1/audit", list[AuditRecord], params=params)
     if json_output:
         print_json([e.model_dump(mode="json") for e in entries])
         return
-    table = Table(title=f"{len(entries)} audit entr{'y' if len(entries) == 1 else 'ies'}")
+    table = Table(
+        title=f"{len(entries)} audit entr{'y' if len(entries) == 1 else 'ies'}",
+        caption="long details are shortened; --json has every one",
+    )
     for column in ("when (UTC)", "actor", "action", "target", "outcome", "details"):
         table.add_column(column, overflow="fold")
     for entry in entries:
         outcome = entry.outcome if entry.outcome == "ok" else f"[red]{entry.outcome}[/]"
-        details = " ".join(f"{k}={_plain(v)}" for k, v in sorted(entry.details.items()))
         table.add_row(
-            f"{entry.at:%Y-%m-%d %H:%M:%S}", entry.actor, entry.action, entry.target or "-", outcome, details
+            f"{entry.at:%Y-%m-%d %H:%M:%S}",
+            entry.actor,
+            entry.action,
+            entry.target or "-",
+            outcome,
+            Text(details_text(entry.details)),
         )
     console.print(table)
 
 
+_SHORT = 80  # characters of a nested value shown inline
+
+
+def details_text(details: dict[str, Any]) -> str:
+    """``reason=...; key=value; ...``: the reason first; a nested value in a few words (a gate
+    decision as its verdict and reason), or its JSON cut at ``_SHORT`` characters."""
+    keys = sorted(details, key=lambda key: (key != "reason", key))
+    return "; ".join(f"{key}={_plain(details[key])}" for key in keys)
+
+
 def _plain(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("verdict"), str):
+        return f"{value['verdict']}: {value.get('reason', '')}"  # a gate decision (figures in --json)
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= _SHORT else text[: _SHORT - 1] + "…"

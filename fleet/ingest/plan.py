@@ -184,5 +184,12 @@ def _heard(state: DeviceState, seq: int, at: datetime) -> DeviceState:
 
 
 def models_of(status: StatusPayload) -> dict[str, str]:
-    """``{model name: version}`` of the models a device reports running."""
-    return {model.name: model.version for model in status.models}
+    """``{model name: version}`` of the models a device reports running.
+
+    While an update is checked and watched, two versions of a model are loaded; the one that
+    serves requests naming no version is the one the status flags ``default``. Agents that flag
+    none list the highest last.
+    """
+    listed = {model.name: model.version for model in status.models}
+    flagged = {model.name: model.version for model in status.models if model.default}
+    return {**listed, **flagged}

@@ -9,6 +9,11 @@ is lost, so a will's seq is *older* than the birth that announced it. The rules:
   that connection's will: the device is offline, whatever its age;
 - anything else is stale (a redelivery, or the will of a connection that was since replaced)
   and changes nothing.
+
+An online status names its connection's will too (agents since 0.1.0 do, after every model
+change). One that names none (an older agent) cannot have opened a connection, since a birth
+always names its will: it keeps the will seq already known, or the device's Last Will would be
+judged stale and the device would stay online forever.
 """
 
 from __future__ import annotations
@@ -52,7 +57,10 @@ def judge_status(state: DeviceState, status: StatusPayload) -> StatusVerdict:
 def after_status(state: DeviceState, status: StatusPayload, verdict: StatusVerdict) -> DeviceState:
     """The state once ``status`` (judged ``verdict``) is applied."""
     if verdict is StatusVerdict.APPLY:
-        return replace(state, online=status.online, status_seq=status.seq, will_seq=status.will_seq)
+        will_seq = status.will_seq
+        if will_seq is None and status.online:
+            will_seq = state.will_seq
+        return replace(state, online=status.online, status_seq=status.seq, will_seq=will_seq)
     if verdict is StatusVerdict.WILL:
         # The will is spent: a second copy of it is stale, and the birth stays the newest status.
         return replace(state, online=False, will_seq=None)

@@ -5,8 +5,9 @@ Inside out:
 - pure: ``gates`` (a telemetry snapshot to proceed, wait, pause or abort), ``spec`` (targets,
   strategies, durations and gate overrides as operators write them), ``planner`` (devices to
   waves, in a deterministic order), ``tracking`` (each device's progress from its OTA reports),
-  ``figures`` (requests, errors, p95 and output drift of a cohort);
-- storage: ``models`` (the tables, migration 0003), ``desired`` (each device's desired state, and
+  ``figures`` (requests, errors, p95 and output drift of a cohort), ``running`` (the version a
+  device runs, from its last status);
+- storage: ``models`` (the tables, migrations 0003 and 0004), ``desired`` (each device's desired state, and
   the MQTT publisher that sends it retained and answers births), ``snapshot`` (the cohorts'
   telemetry out of the database), ``locking`` (one writer per rollout);
 - behaviour: ``transitions`` (start a wave, pause, resume, complete, abort), ``controller`` (the

@@ -39,6 +39,7 @@ from fleet.rollouts.gates import Decision, GateConfig, Verdict, evaluate_gates
 from fleet.rollouts.locking import rollout_session
 from fleet.rollouts.models import Rollout, RolloutDevice
 from fleet.rollouts.planner import wave_label
+from fleet.rollouts.running import running_version
 from fleet.rollouts.snapshot import ReferenceSource, SnapshotSettings, canary_devices, gather
 from fleet.rollouts.tracking import (
     FINAL,
@@ -79,7 +80,11 @@ class FleetView:
     """What the step needs of the devices' registry records."""
 
     online: dict[str, bool]
+    # The version each device runs, as its last status says (``running.running_version``): while
+    # an update or a revert has two versions loaded, the one that serves requests.
     running: dict[str, str | None]
+    # The version each device runs when it is the only one loaded (no update in flight), else None.
+    settled: dict[str, str | None] = field(default_factory=dict)
 
 
 class RolloutController:
@@ -188,17 +193,20 @@ def load_tracks(session: Session, rollout_id: str) -> list[RolloutDevice]:
 def fleet_view(session: Session, model: str, device_ids: Sequence[str]) -> FleetView:
     online: dict[str, bool] = {}
     running: dict[str, str | None] = {}
+    settled: dict[str, str | None] = {}
     ordered = sorted(device_ids)
     for start in range(0, len(ordered), _CHUNK):
         rows = session.execute(
-            select(Device.id, Device.online, Device.models).where(
+            select(Device.id, Device.online, Device.models, Device.status).where(
                 Device.id.in_(ordered[start : start + _CHUNK])
             )
         )
-        for device_id, is_online, models in rows:
+        for device_id, is_online, models, status in rows:
             online[device_id] = bool(is_online)
-            running[device_id] = (models or {}).get(model)
-    return FleetView(online, running)
+            runs = running_version(status, model, (models or {}).get(model))
+            running[device_id] = runs.version
+            settled[device_id] = runs.settled
+    return FleetView(online, running, settled)
 
 
 def load_reports(session: Session, device_ids: Sequence[str], since: datetime) -> dict[str, list[OtaReport]]:
@@ -232,7 +240,8 @@ def follow_devices(
     for row in unsettled:
         subject = subject_of(rollout, row)
         track = apply_reports(track_of(row), reports.get(row.device_id, []), subject)
-        track = observe_running(track, view.running.get(row.device_id), subject, now)
+        # Gone back only once the previous version runs alone: a revert may still fail its watch.
+        track = observe_running(track, view.settled.get(row.device_id), subject, now)
         if rollout.state in RolloutState.ACTIVE:
             track = check_timeout(
                 track,
@@ -294,6 +303,7 @@ def judge(
     _remember(rollout, decision, figures, now)
     details = {"wave": rollout.wave, "decision": decision.as_dict(), "figures": figures}
     if decision.verdict is Verdict.PROCEED:
+        transitions.end_wave(rollout, transitions.PASSED, now=now, actor=CONTROLLER, reason=decision.reason)
         last = len(rollout.sizes) - 1
         if rollout.wave >= last:
             transitions.complete(session, rollout, now=now, actor=CONTROLLER, details=details)

@@ -25,6 +25,10 @@ Rules (BRIEF.md §4):
   distribution, so without a control or baseline figure the drift gate passes and says so too
   (the error rate is compared with zero instead: zero errors is a real baseline).
 - A failed gate yields the rollout's configured action: PAUSE or ABORT.
+- Each gate says what it compared the canary with (``GateResult.against``): ``control``,
+  ``baseline``, ``zero`` (the error rate with neither), or None (it waits for data, or had
+  nothing to compare with), so what ``rollout status`` shows beside the figures is what the
+  gates used.
 """
 
 from __future__ import annotations
@@ -113,6 +117,9 @@ class GateResult:
     value: float | None
     threshold: float
     detail: str
+    # "control", "baseline", "zero", None (compared with nothing); per hardware profile, the latency
+    # gate may use both: "baseline and control".
+    against: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -121,6 +128,7 @@ class GateResult:
             "value": self.value,
             "threshold": self.threshold,
             "detail": self.detail,
+            "against": self.against,
         }
 
 
@@ -203,9 +211,14 @@ def _error_rate_delta(snapshot: Snapshot, config: GateConfig) -> GateResult:
     reference_rate = reference.error_rate if reference is not None else None
     base = reference_rate if reference_rate is not None else 0.0
     delta = canary.error_rate - base
-    against = f"{label} {base:.2%}" if reference_rate is not None else "zero (no control reported)"
+    against = (
+        f"{label} {base:.2%}"
+        if reference_rate is not None
+        else "zero (no control or baseline requests to compare with)"
+    )
     detail = f"canary {canary.error_rate:.2%} against {against}: delta {delta:+.2%} (limit {limit:.2%})"
-    return GateResult(name, delta <= limit, delta, limit, detail)
+    used = label if reference_rate is not None else "zero"
+    return GateResult(name, delta <= limit, delta, limit, detail, used)
 
 
 def _latency_ratio(snapshot: Snapshot, config: GateConfig) -> GateResult:
@@ -218,10 +231,10 @@ def _latency_ratio(snapshot: Snapshot, config: GateConfig) -> GateResult:
         return _latency_by_profile(snapshot.latency_by_profile, limit)
     reference, label = _reference(snapshot)
     if reference is None or not reference.p95_ms:
-        return GateResult(name, True, None, limit, "no control latency to compare with")
+        return GateResult(name, True, None, limit, "no control or baseline latency to compare with")
     ratio = canary.p95_ms / reference.p95_ms
     detail = f"canary p95 {canary.p95_ms:.2f} ms / {label} {reference.p95_ms:.2f} ms = {ratio:.2f}x"
-    return GateResult(name, ratio <= limit, ratio, limit, f"{detail} (limit {limit:.2f}x)")
+    return GateResult(name, ratio <= limit, ratio, limit, f"{detail} (limit {limit:.2f}x)", label)
 
 
 def _latency_by_profile(pairs: tuple[ProfileLatency, ...], limit: float) -> GateResult:
@@ -242,7 +255,8 @@ def _latency_by_profile(pairs: tuple[ProfileLatency, ...], limit: float) -> Gate
     others += [f"{p.profile} not compared" for p in ordered if p.ratio is None]
     if others:
         detail += f"; also {', '.join(others)}"
-    return GateResult(name, ratio <= limit, ratio, limit, detail)
+    used = sorted({p.reference for _, p in judged})
+    return GateResult(name, ratio <= limit, ratio, limit, detail, " and ".join(used))
 
 
 def _drift_delta(snapshot: Snapshot, config: GateConfig) -> GateResult:
@@ -260,7 +274,7 @@ def _drift_delta(snapshot: Snapshot, config: GateConfig) -> GateResult:
         return GateResult(name, True, None, limit, detail)
     delta = canary.output_drift - reference
     detail = f"canary JS {canary.output_drift:.3f} against {label} {reference:.3f}: delta {delta:+.3f}"
-    return GateResult(name, delta <= limit, delta, limit, f"{detail} (limit {limit:.3f})")
+    return GateResult(name, delta <= limit, delta, limit, f"{detail} (limit {limit:.3f})", label)
 
 
 def _drift_reference(snapshot: Snapshot) -> tuple[float | None, str]:

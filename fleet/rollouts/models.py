@@ -1,4 +1,4 @@
-"""The rollout tables, on the fleet database's declarative ``Base`` (migration 0003 creates them).
+"""The rollout tables, on the fleet database's declarative ``Base`` (migrations 0003 and 0004).
 
 Everything the controller knows lives here, so a server that restarts (or another replica)
 picks a rollout up where it was: the rollout and its current wave, each device's progress, and
@@ -44,6 +44,9 @@ class Rollout(Base):
     wave_committed_at: Mapped[datetime | None]  # when every device of the waves so far committed
     reason: Mapped[str | None] = mapped_column(Text)  # why it paused, aborted or completed
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # the last gate evaluation
+    # How each finished wave ended: {"waves": [{"wave", "how", "at", "by", "actor", "reason",
+    # "decision"}]}, how being passed, promoted or aborted (transitions.end_wave); migration 0004.
+    wave_ends: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -56,6 +59,11 @@ class Rollout(Base):
     @property
     def percents(self) -> list[float]:
         return [float(p) for p in (self.wave_percents or {}).get("waves", [])]
+
+    @property
+    def ends(self) -> list[dict[str, Any]]:
+        """How the finished waves ended, in order (``wave_ends``); empty before migration 0004."""
+        return [dict(end) for end in (self.wave_ends or {}).get("waves", []) if isinstance(end, dict)]
 
 
 class RolloutDevice(Base):

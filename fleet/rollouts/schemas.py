@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 RolloutStateName = Literal["running", "paused", "completed", "aborted"]
 Verdict = Literal["proceed", "wait", "pause", "abort"]
+WaveEndHow = Literal["passed", "promoted", "aborted"]
 
 
 class _Body(BaseModel):
@@ -53,6 +54,13 @@ class GateInfo(_Out):
     value: float | None
     threshold: float
     detail: str
+    against: str | None = Field(
+        default=None,
+        description="What the canary was compared with: control (devices still on the old version), "
+        "baseline (the same devices on their old version, before their wave), zero (the error rate, "
+        "with neither), 'baseline and control' (the latency gate, per hardware profile); null when "
+        "the gate compared nothing (it waits for data, or had nothing to compare with).",
+    )
 
 
 class DecisionInfo(_Out):
@@ -66,6 +74,33 @@ class DecisionInfo(_Out):
     figures: dict[str, Any] = Field(default_factory=dict)
 
 
+class WaveEnd(_Out):
+    """How a wave ended: it passed its gates, an operator promoted it past them, or the rollout
+    aborted during it."""
+
+    how: WaveEndHow
+    at: datetime
+    by: str = Field(description="Who: the operator's token name, or rollout-controller.")
+    reason: str | None = Field(
+        default=None, description="The operator's --reason; for the controller, its decision's reason."
+    )
+    decision: DecisionInfo | None = Field(
+        default=None,
+        description="The gate evaluation that stood then: for passed, the one that let the wave "
+        "proceed; for promoted, the one the operator overrode (it may still have been waiting).",
+    )
+
+
+class Promotion(_Out):
+    """A wave an operator promoted: it did not pass its gates."""
+
+    wave: int
+    label: str
+    by: str
+    reason: str | None = None
+    at: datetime
+
+
 class WaveInfo(_Out):
     index: int
     label: str
@@ -73,6 +108,7 @@ class WaveInfo(_Out):
     cumulative: int = Field(description="Devices in this wave and the ones before.")
     states: dict[str, int] = Field(description="Devices of this wave per state.")
     status: Literal["pending", "current", "done"]
+    ended: WaveEnd | None = Field(default=None, description="How the wave ended; null while it runs.")
 
 
 class RolloutDeviceInfo(_Out):
@@ -99,6 +135,11 @@ class RolloutInfo(_Out):
     devices: int
     states: dict[str, int] = Field(description="Devices per state.")
     reason: str | None
+    promotions: list[Promotion] = Field(
+        default_factory=list,
+        description="Waves an operator promoted past their gates (who, why, when); empty when every "
+        "finished wave passed its gates.",
+    )
     created_at: datetime
     created_by: str | None
     updated_at: datetime

@@ -345,9 +345,9 @@ def _act(
         transitions.resume(session, rollout, now=now, actor=actor)
         return set()
     tracks = load_tracks(session, rollout.id)
-    details = {"wave": rollout.wave, "last_decision": rollout.decision}
     if action == "abort":
         _require(rollout, RolloutState.ACTIVE, action)
+        details = {"wave": rollout.wave, "last_decision": rollout.decision}
         view = fleet_view(session, rollout.model, [t.device_id for t in tracks])
         return transitions.abort(
             session,
@@ -359,22 +359,44 @@ def _act(
             actor=actor,
             details=details,
         )
-    _require(rollout, RolloutState.ACTIVE, action)  # promote: skip the current wave's gates
+    _require(rollout, RolloutState.ACTIVE, action)
+    return _promote(session, rollout, tracks, actor, reason, now)
+
+
+def _promote(
+    session: Session,
+    rollout: Rollout,
+    tracks: Sequence[RolloutDevice],
+    actor: Principal,
+    reason: str | None,
+    now: datetime,
+) -> set[str]:
+    """Skip the current wave's gates: it ends *promoted* (by whom, why, over which decision), and
+    the next wave starts, or the rollout completes."""
+    wave = rollout.wave
+    record_audit(
+        session,
+        actor,
+        "rollout.promote",
+        rollout.id,
+        details={
+            "wave": wave,
+            "label": wave_label(wave) if wave >= 0 else None,
+            "reason": reason,
+            "state": rollout.state,
+            "decision": rollout.decision,  # what the operator overrode (it may have been waiting)
+        },
+        at=now,
+    )
     rollout.state = RolloutState.RUNNING
     rollout.reason = None
-    last = len(rollout.sizes) - 1
-    if rollout.wave >= last:
-        transitions.complete(session, rollout, now=now, actor=actor, details={"promoted": True, **details})
+    transitions.end_wave(rollout, transitions.PROMOTED, now=now, actor=actor, reason=reason)
+    if wave >= len(rollout.sizes) - 1:  # the reason of the completion says who promoted and why
+        details = {"wave": wave, "promoted_by": actor.name}
+        transitions.complete(session, rollout, now=now, actor=actor, details=details)
         return set()
-    return transitions.start_wave(
-        session,
-        rollout,
-        tracks,
-        rollout.wave + 1,
-        now=now,
-        actor=actor,
-        details={"promoted": True, "reason": reason, **details},
-    )
+    promoted = {"promoted_by": actor.name, "reason": reason}
+    return transitions.start_wave(session, rollout, tracks, wave + 1, now=now, actor=actor, details=promoted)
 
 
 def _require(rollout: Rollout, states: Sequence[str], action: str) -> None:

@@ -11,6 +11,11 @@ data and wait; the failure rate judges at any time.
 - **baseline** (only when no control device reported, as in the last wave): the current wave's
   devices on their old version, in the ``baseline_lookback_s`` before the wave started.
 
+The figures say what stands behind each cohort, so ``rollout status`` can name it truthfully:
+``control_devices`` (targeted devices not assigned yet, whether or not they were compared: none
+means there is no control at all) and ``baseline_window`` (whose old-version telemetry the
+baseline is: the wave, the versions those devices ran before it, and the time window).
+
 Latency is also split by hardware profile (the one each device's bundle was picked for, on its
 ``rollout_devices`` row; devices without one form one group), as a Raspberry Pi and a Jetson are
 not comparable: per profile of the canary, its p95 on the new version against the p95 of the
@@ -78,12 +83,32 @@ class CohortFigures:
 
 
 @dataclass(frozen=True)
+class BaselineWindow:
+    """Whose old-version telemetry the baseline is: the wave's devices, before the wave started."""
+
+    wave: int
+    versions: tuple[str, ...]  # what those devices ran before the wave (their previous versions)
+    since: datetime
+    until: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wave": self.wave,
+            "versions": list(self.versions),
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
 class Gathered:
     snapshot: Snapshot
     canary: CohortFigures
     control: CohortFigures | None
     baseline: CohortFigures | None
     since: datetime
+    control_devices: int = 0  # targeted devices not assigned yet (compared or not)
+    baseline_window: BaselineWindow | None = None  # set when baseline figures were gathered
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -92,7 +117,9 @@ class Gathered:
             "drift_measured": self.snapshot.drift_measured,
             "canary": self.canary.as_dict(),
             "control": self.control.as_dict() if self.control else None,
+            "control_devices": self.control_devices,
             "baseline": self.baseline.as_dict() if self.baseline else None,
+            "baseline_window": self.baseline_window.as_dict() if self.baseline_window else None,
             "latency_by_profile": [asdict(p) for p in self.snapshot.latency_by_profile],
         }
 
@@ -157,10 +184,11 @@ def gather(
     )
     control: CohortFigures | None = None
     baseline: CohortFigures | None = None
+    window_of_baseline: BaselineWindow | None = None
     control_latency: dict[str, Traffic] = {}
     baseline_latency: dict[str, Traffic] = {}
+    control_ids = [t.device_id for t in tracks if t.state == DeviceState.PENDING]
     if judged:
-        control_ids = [t.device_id for t in tracks if t.state == DeviceState.PENDING]
         if control_ids:
             control, control_latency = _old_version_cohort(
                 session, control_ids, profiles, model, target, since, None, refs, settings
@@ -180,6 +208,10 @@ def gather(
                 _, baseline_latency = traffic_by_profile(
                     session, own, model, lambda v: v != target, lookback, started
                 )
+        if baseline is not None or baseline_latency:
+            before = {t.previous_version for t in canary_tracks if t.wave == rollout.wave}
+            versions = tuple(sorted(v for v in before if v is not None))
+            window_of_baseline = BaselineWindow(rollout.wave, versions, lookback, started)
     committed_at = rollout.wave_committed_at
     snapshot = Snapshot(
         canary=canary.stats,
@@ -191,7 +223,7 @@ def gather(
             sorted({profiles[d] for d in judged}), canary_latency, control_latency, baseline_latency
         ),
     )
-    return Gathered(snapshot, canary, control, baseline, since)
+    return Gathered(snapshot, canary, control, baseline, since, len(control_ids), window_of_baseline)
 
 
 def _latency_pairs(

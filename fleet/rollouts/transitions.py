@@ -4,6 +4,10 @@ or aborts. Shared by the controller (decisions from the gates) and the API (an o
 Each function changes rows in the caller's session (under the rollout's lock: ``locking``),
 writes the audit entry with the figures behind the decision, and returns the devices whose
 desired state changed; the caller asks the publisher to send them once the transaction commits.
+
+How each wave ended is kept on the rollout (``end_wave``): it passed its gates, an operator
+promoted it past them, or the rollout aborted during it. A completed rollout's reason says which
+waves were promoted, by whom and why (``completion_reason``), rather than claiming they passed.
 """
 
 from __future__ import annotations
@@ -38,6 +42,54 @@ class RolloutState:
 
 
 Actor = Principal | str
+
+PASSED = "passed"
+PROMOTED = "promoted"
+ABORTED = "aborted"
+ALL_PASSED = "every wave committed and passed its gates"
+
+
+def actor_name(actor: Actor) -> str:
+    """Who, for people: the token's name (``admin``), or ``rollout-controller``."""
+    return actor.name if isinstance(actor, Principal) else actor
+
+
+def end_wave(rollout: Rollout, how: str, *, now: datetime, actor: Actor, reason: str | None) -> None:
+    """Record how the current wave ended (``passed``, ``promoted`` or ``aborted``), with the gate
+    evaluation that stood then when it is this wave's."""
+    if rollout.wave < 0:
+        return  # no wave had started
+    decision = rollout.decision if (rollout.decision or {}).get("wave") == rollout.wave else None
+    end = {
+        "wave": rollout.wave,
+        "label": wave_label(rollout.wave),
+        "how": how,
+        "at": now.isoformat(),
+        "by": actor_name(actor),
+        "actor": actor.actor if isinstance(actor, Principal) else actor,
+        "reason": reason,
+        "decision": dict(decision) if decision else None,
+    }
+    kept = [e for e in rollout.ends if e.get("wave") != rollout.wave]
+    rollout.wave_ends = {"waves": [*kept, end]}  # a new value: JSON columns do not track mutation
+
+
+def completion_reason(ends: Sequence[Mapping[str, Any]]) -> str:
+    """``every wave committed and passed its gates``, unless an operator promoted a wave: then
+    each wave's end, e.g. ``completed: canary promoted by admin (idle lab device); wave 1 passed
+    its gates``."""
+    if not any(e.get("how") == PROMOTED for e in ends):
+        return ALL_PASSED
+    return "completed: " + "; ".join(told(e) for e in ends)
+
+
+def told(end: Mapping[str, Any]) -> str:
+    """One wave's end in words."""
+    label = str(end.get("label") or wave_label(int(end.get("wave", 0))))
+    if end.get("how") == PROMOTED:
+        why = f" ({end['reason']})" if end.get("reason") else ""
+        return f"{label} promoted by {end.get('by')}{why}"
+    return f"{label} passed its gates"
 
 
 def subject_of(rollout: Rollout, track: RolloutDevice) -> Subject:
@@ -122,12 +174,12 @@ def start_wave(
         "rollout.wave",
         rollout.id,
         details={
+            **(details or {}),
             "wave": index,
             "label": wave_label(index),
             "devices": sorted(t.device_id for t in assigned),
             "model": rollout.model,
             "version": rollout.version,
-            **(details or {}),
         },
         at=now,
     )
@@ -180,10 +232,13 @@ def resume(session: Session, rollout: Rollout, *, now: datetime, actor: Actor) -
 def complete(
     session: Session, rollout: Rollout, *, now: datetime, actor: Actor, details: Mapping[str, Any]
 ) -> None:
+    """The last wave ended (``end_wave`` first): the reason says how each wave ended."""
     rollout.state = RolloutState.COMPLETED
-    rollout.reason = "every wave committed and passed its gates"
+    rollout.reason = completion_reason(rollout.ends)
     rollout.finished_at = rollout.updated_at = now
-    record_audit(session, actor, "rollout.complete", rollout.id, details=dict(details), at=now)
+    record_audit(
+        session, actor, "rollout.complete", rollout.id, details={**details, "reason": rollout.reason}, at=now
+    )
 
 
 def abort(
@@ -219,6 +274,7 @@ def abort(
             )
         set_desired_models(session, row.device_id, {rollout.model: previous}, now=now)
         changed.add(row.device_id)
+    end_wave(rollout, ABORTED, now=now, actor=actor, reason=reason)
     rollout.state = RolloutState.ABORTED
     rollout.reason = reason
     rollout.finished_at = rollout.updated_at = now

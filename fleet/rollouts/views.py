@@ -14,11 +14,14 @@ from fleet.rollouts.schemas import (
     DecisionInfo,
     DesiredStateInfo,
     GateInfo,
+    Promotion,
     RolloutDetail,
     RolloutDeviceInfo,
     RolloutInfo,
+    WaveEnd,
     WaveInfo,
 )
+from fleet.rollouts.transitions import PROMOTED
 
 
 def rollout_info(rollout: Rollout, states: Mapping[str, int]) -> RolloutInfo:
@@ -38,6 +41,7 @@ def _common(rollout: Rollout, states: Mapping[str, int]) -> dict[str, Any]:
         "devices": sum(states.values()),
         "states": dict(sorted(states.items())),
         "reason": rollout.reason,
+        "promotions": promotions(rollout),
         "created_at": rollout.created_at,
         "created_by": rollout.created_by,
         "updated_at": rollout.updated_at,
@@ -77,7 +81,31 @@ def rollout_detail(rollout: Rollout, tracks: Sequence[RolloutDevice], view: Flee
     )
 
 
+def promotions(rollout: Rollout) -> list[Promotion]:
+    """The waves an operator promoted past their gates."""
+    return [
+        Promotion(wave=wave, label=wave_label(wave), by=end.by, reason=end.reason, at=end.at)
+        for wave, end in wave_ends(rollout).items()
+        if end.how == PROMOTED
+    ]
+
+
+def wave_ends(rollout: Rollout) -> dict[int, WaveEnd]:
+    """How each finished wave ended, by wave index (``transitions.end_wave``)."""
+    return {
+        int(data["wave"]): WaveEnd(
+            how=data["how"],
+            at=datetime.fromisoformat(str(data["at"])),
+            by=str(data.get("by") or data.get("actor") or "?"),
+            reason=data.get("reason"),
+            decision=decision_info(data.get("decision")),
+        )
+        for data in rollout.ends
+    }
+
+
 def wave_list(rollout: Rollout, tracks: Sequence[RolloutDevice]) -> list[WaveInfo]:
+    ends = wave_ends(rollout)
     waves = []
     previous = 0
     for index, cumulative in enumerate(rollout.sizes):
@@ -95,6 +123,7 @@ def wave_list(rollout: Rollout, tracks: Sequence[RolloutDevice]) -> list[WaveInf
                 cumulative=cumulative,
                 states=dict(sorted(Counter(t.state for t in members).items())),
                 status=status,
+                ended=ends.get(index),
             )
         )
         previous = cumulative

@@ -51,7 +51,9 @@ class QuantParams(_Strict):
 
 class TensorSpec(_Strict):
     name: str = Field(min_length=1)
-    dtype: TensorDType = Field(description="The dtype the model itself takes or gives.")
+    dtype: TensorDType = Field(
+        description="The dtype clients send or receive (the source model's); the runtime may hold an int64 tensor as int32."
+    )
     shape: list[int] = Field(description="-1 marks a dynamic dimension.")
     layout: Layout = "ANY"
     quantization: QuantParams | None = Field(

@@ -18,10 +18,20 @@ from fleet.ingest.plan import (
     METRICS_TABLE,
     device_changes,
     key_of,
+    models_of,
     plan_rows,
 )
 from fleet.ingest.status import DeviceState, StatusVerdict, after_status, judge_status
-from models.mqtt_contract import MAX_PAYLOAD_BYTES, UPSTREAM_CHANNELS, Channel, decode_upstream, encode, topic
+from models.mqtt_contract import (
+    MAX_PAYLOAD_BYTES,
+    UPSTREAM_CHANNELS,
+    Channel,
+    ModelState,
+    StatusPayload,
+    decode_upstream,
+    encode,
+    topic,
+)
 from models.stats import build_reference_stats, count_window
 from tests.support.sim_devices import SimDevice
 
@@ -229,6 +239,11 @@ def status(seq: int, *, online: bool, will_seq: int | None) -> object:
             {"seq": 9, "online": False, "will_seq": None},
             StatusVerdict.APPLY,
         ),
+        (
+            {"status_seq": 8, "will_seq": 4},
+            {"seq": 4, "online": False, "will_seq": 4},
+            StatusVerdict.WILL,
+        ),
     ],
     ids=[
         "first-birth",
@@ -239,6 +254,7 @@ def status(seq: int, *, online: bool, will_seq: int | None) -> object:
         "will-of-an-old-connection",
         "will-already-spent",
         "graceful-goodbye",
+        "will-after-a-model-change",
     ],
 )
 def test_status_rules(
@@ -246,6 +262,31 @@ def test_status_rules(
 ) -> None:
     payload = status(**incoming)  # type: ignore[arg-type]
     assert judge_status(state(**current), payload) is verdict  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["status-names-its-will", "older-agent"])
+def test_a_status_after_a_model_change_keeps_the_connections_will(named: bool) -> None:
+    birth = status(5, online=True, will_seq=4)
+    after_birth = after_status(state(), birth, judge_status(state(), birth))  # type: ignore[arg-type]
+    update = status(8, online=True, will_seq=4 if named else None)
+    after_update = after_status(after_birth, update, judge_status(after_birth, update))  # type: ignore[arg-type]
+    assert (after_update.status_seq, after_update.will_seq) == (8, 4)
+    will = status(4, online=False, will_seq=4)
+    assert judge_status(after_update, will) is StatusVerdict.WILL  # type: ignore[arg-type]
+
+
+def test_the_running_version_is_the_one_flagged_default_while_two_are_loaded() -> None:
+    def loaded(*versions: tuple[str, bool | None]) -> StatusPayload:
+        models = [
+            ModelState(name="digits", version=v, format="onnx", precision="fp32", default=d)
+            for v, d in versions
+        ]
+        return device().status(3, online=True, will_seq=2).model_copy(update={"models": models})
+
+    # Back on 1.0.0 during the watch window of a revert: 1.1.0 is still loaded, and listed last.
+    assert models_of(loaded(("1.0.0", True), ("1.1.0", False))) == {"digits": "1.0.0"}
+    assert models_of(loaded(("1.0.0", False), ("1.1.0", True))) == {"digits": "1.1.0"}
+    assert models_of(loaded(("1.0.0", None), ("1.1.0", None))) == {"digits": "1.1.0"}  # older agents
 
 
 def test_applying_a_will_goes_offline_and_spends_it() -> None:
@@ -311,8 +352,9 @@ def test_a_will_does_not_count_as_hearing_from_the_device() -> None:
 
 @st.composite
 def lifetimes(draw: st.DrawFn) -> tuple[list[Decoded], bool]:
-    """Connections, each a will reserved, a birth, some metrics, and an end (will, goodbye or
-    none for the last); delivered in order, with earlier messages redelivered at random points."""
+    """Connections, each a will reserved, a birth, some metrics and status updates, and an end
+    (will, goodbye or none for the last); delivered in order, with earlier messages redelivered at
+    random points."""
     seq = 0
     sent: list[Decoded] = []
     online = False
@@ -325,7 +367,12 @@ def lifetimes(draw: st.DrawFn) -> tuple[list[Decoded], bool]:
         online = True
         for _ in range(draw(st.integers(0, 2))):
             seq += 1
-            sent.append(decoded(Channel.METRICS, seq))
+            if draw(st.booleans()):
+                sent.append(decoded(Channel.METRICS, seq))
+            else:  # a model was loaded or unloaded: a status that names this connection's will, or
+                # (from an older agent) none
+                named = draw(st.booleans())
+                sent.append(decoded(Channel.STATUS, seq, online=True, will_seq=will_seq if named else None))
         end = draw(st.sampled_from(["will", "goodbye"] + (["stay"] if episode == episodes - 1 else [])))
         if end == "will":
             sent.append(decoded(Channel.STATUS, will_seq, online=False, will_seq=will_seq))

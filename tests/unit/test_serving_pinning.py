@@ -119,6 +119,22 @@ def test_a_pin_on_a_version_that_is_not_loaded_is_ignored(repository: ModelRepos
     assert _answer(engine) == "2.0.0"
 
 
+def test_the_status_names_the_version_that_serves_by_default(repository: ModelRepository) -> None:
+    from edge_agent.agent import model_states
+
+    engine = InferenceEngine(repository)
+
+    def defaults() -> dict[str, bool | None]:
+        return {state.version: state.default for state in model_states(engine)}
+
+    assert repository.default_version("m") == _answer(engine) == "2.0.0"
+    assert defaults() == {"1.0.0": False, "2.0.0": True}
+    repository.pin_default("m", "1.0.0")  # an OTA update that went back during its watch window
+    assert repository.default_version("m") == _answer(engine) == "1.0.0"
+    assert defaults() == {"1.0.0": True, "2.0.0": False}
+    assert repository.default_version("unknown") is None
+
+
 def test_moving_the_pin_lets_a_request_in_flight_finish_on_its_version(
     repository: ModelRepository,
 ) -> None:

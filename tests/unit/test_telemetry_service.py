@@ -101,6 +101,35 @@ def test_will_and_birth_announce_the_same_seq(tmp_path: Path) -> None:
     assert telemetry.spool.will_seq() > birth.seq  # the next connection gets a fresh will seq
 
 
+def test_a_status_after_a_model_change_names_the_will_of_its_connection(tmp_path: Path) -> None:
+    telemetry = _telemetry(tmp_path)
+    first_will = telemetry.spool.will_seq()
+    before_connecting = telemetry.publish_status()  # the updater loaded the committed slot
+    telemetry._birth(first_will)  # the connection opened with that will
+    after_ota = telemetry.publish_status()  # an OTA switched versions
+    second_will = telemetry.spool.will_seq()  # the connection was lost; the next one reserves
+    during_outage = telemetry.publish_status()
+    statuses = {m.seq: m for m in _spooled(telemetry)}
+    assert statuses[before_connecting].will_seq == first_will
+    assert statuses[after_ota].will_seq == first_will
+    assert statuses[during_outage].will_seq == second_will
+    assert all(m.online for m in statuses.values())
+
+
+def test_the_announced_will_survives_a_restart(tmp_path: Path) -> None:
+    telemetry = _telemetry(tmp_path)
+    will = telemetry.spool.will_seq()
+    telemetry._birth(will)
+    telemetry.spool.close()
+    reopened = Spool(tmp_path / "spool.db", max_bytes=1 << 20)
+    with reopened.batch() as batch:
+        assert batch.connection_will_seq() == will
+    # A reservation made before a crash outranks it: that is the will the next connection carries.
+    pending = reopened.will_seq()
+    with reopened.batch() as batch:
+        assert batch.connection_will_seq() == pending != will
+
+
 def test_drops_are_reported_only_once_the_link_is_back(tmp_path: Path) -> None:
     telemetry = _telemetry(tmp_path)
     telemetry.spool.close()
