@@ -169,6 +169,8 @@ def test_the_tour_runs_as_written(tour: Tour) -> None:
     build = tour.workdir / "tour" / "build"
     assert (build / "digits-cnn-1.0.0-intel-x86-openvino.efb").is_file(), convert
     assert (build / "digits-cnn-1.0.0-raspberry-pi-5.efb").is_file(), convert
+    # The converter's table went to a pipe too: one line per attempt, names and decisions whole.
+    assert re.search(r"intel-x86-openvino\s.*\bopenvino\b.*\b(packaged|degraded)\b", convert), convert
 
     predicted = re.search(r"predicted (\d+) label (\d+)", serve)
     assert predicted is not None, serve
