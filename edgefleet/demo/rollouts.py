@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -114,7 +115,8 @@ def render_event(record: AuditRecord, detail: RolloutDetail) -> RenderableType |
         return Group(
             _verdict_block(details, detail),
             Text.from_markup(
-                f"  [bold green]✓ rollout {record.target} completed[/]: every wave passed its gates"
+                f"  [bold green]✓ rollout {record.target} completed[/]: "
+                f"{escape(str(details.get('reason') or detail.reason or 'every wave passed its gates'))}"
             ),
         )
     if record.action == "rollout.abort":

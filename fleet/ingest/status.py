@@ -10,7 +10,7 @@ is lost, so a will's seq is *older* than the birth that announced it. The rules:
 - anything else is stale (a redelivery, or the will of a connection that was since replaced)
   and changes nothing.
 
-An online status names its connection's will too (agents since 0.1.0 do, after every model
+An online status names its connection's will too (the agent does so after every model
 change). One that names none (an older agent) cannot have opened a connection, since a birth
 always names its will: it keeps the will seq already known, or the device's Last Will would be
 judged stale and the device would stay online forever.
