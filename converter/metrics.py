@@ -630,3 +630,31 @@ def _cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         cosines = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
     return np.where(both_zero, 1.0, cosines)
+
+
+def control_score(
+    reference: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    labels: np.ndarray | None,
+    chosen: Mapping[str, MetricSpec],
+    tolerance: Tolerance,
+    hook_limits: Mapping[str, float] | None = None,
+) -> float:
+    """One number for NNCF's accuracy control, from the checks validation makes: higher is better.
+
+    Each output's task metric (and a top-1 output's cosine guard) gives a margin over its
+    threshold, scaled so that the reference against itself scores 1 and a candidate exactly at the
+    threshold 0; the score is the worst margin. A candidate passes validation's metric checks
+    exactly when it scores at least 0, so the drop NNCF may allow is the reference's own score.
+    """
+    margins = []
+    for name, spec in chosen.items():
+        terms = [(metric_function(spec), metric_limit(spec, tolerance, hook_limits))]
+        if spec.name == "top1":
+            terms.append((metric_function(MetricSpec(name="cosine")), tolerance.min_cosine))
+        for function, limit in terms:
+            perfect = function(reference[name], reference[name], labels)
+            value = function(reference[name], candidate[name], labels)
+            scale = perfect - limit if perfect - limit > 0 else 1.0
+            margins.append((value - limit) / scale)
+    return min(margins) if margins else 1.0
