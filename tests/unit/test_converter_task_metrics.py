@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -321,3 +322,68 @@ def test_builtin_limits_come_from_the_tolerance() -> None:
     tolerance = Tolerance(min_iou=0.7, min_snr_db=30)
     assert metric_limit(parse_metric_spec("iou:0.2"), tolerance) == 0.7
     assert metric_limit(parse_metric_spec("snr"), tolerance) == 30
+
+
+# --- NNCF accuracy control scores with the same checks ------------------------------------------
+
+
+def test_control_score_is_one_for_a_copy_zero_at_the_threshold_and_negative_below() -> None:
+    from converter.metrics import control_score
+
+    ref = {"maps": np.zeros((1, 1, 1, 10))}
+    ref["maps"][..., :10] = 0.9
+    chosen = {"maps": parse_metric_spec("iou")}
+    tolerance = Tolerance(min_iou=0.8)
+    assert control_score(ref, ref, None, chosen, tolerance) == pytest.approx(1.0)
+    at_limit = {"maps": ref["maps"].copy()}
+    at_limit["maps"][..., :2] = 0.1  # IoU 8/10: exactly the threshold
+    assert control_score(ref, at_limit, None, chosen, tolerance) == pytest.approx(0.0)
+    below = {"maps": ref["maps"].copy()}
+    below["maps"][..., :4] = 0.1  # IoU 0.6
+    assert control_score(ref, below, None, chosen, tolerance) == pytest.approx(-1.0)
+    # A classifier's score is the worse of top-1 and its cosine guard, each scaled to its own threshold.
+    logits = {"y": np.array([[2.0, 1.0], [1.0, 2.0]])}
+    flipped = {"y": np.array([[2.0, 1.0], [2.0, 1.0]])}
+    score = control_score(
+        logits, flipped, None, {"y": parse_metric_spec("top1")}, Tolerance(min_top1_agreement=0.5)
+    )
+    assert score == pytest.approx(min((0.5 - 0.5) / 0.5, (0.9 - 0.99) / 0.01))
+
+
+def test_nncf_validation_function_scores_the_items_it_is_given() -> None:
+    from converter.data import Dataset
+    from converter.exporters.openvino_export import _validation_fn
+    from converter.passes import _control_scorer
+
+    rng = np.random.default_rng(5)
+    reference = {"maps": rng.uniform(size=(6, 1, 4, 4)).astype(np.float32)}
+    evaluation = Dataset("eval", {"image": np.zeros((6, 1, 4, 4), np.float32)})
+    _, scorer, max_drop = _control_scorer(evaluation, reference, Tolerance(min_iou=0.5), None, None)
+    assert max_drop == pytest.approx(1.0)
+
+    class Port:
+        def get_any_name(self) -> str:
+            return "maps"
+
+    class Compiled:
+        """Returns the reference rows of the samples it is fed (by their row, carried in the input)."""
+
+        outputs: ClassVar[list[Port]] = [Port()]
+
+        def __call__(self, feeds: dict[str, np.ndarray]) -> dict[Port, np.ndarray]:
+            rows = feeds["image"][:, 0, 0, 0].astype(int)
+            got = reference["maps"][rows].copy()
+            got[rows == 3] = 1 - got[rows == 3]  # sample 3 comes out inverted
+            return {self.outputs[0]: got}
+
+    items = [(row, {"image": np.full((1, 1, 4, 4), row, np.float32)}) for row in range(6)]
+    overall, per_item = _validation_fn(scorer)(Compiled(), items)
+    assert (
+        len(per_item) == 6
+        and per_item[3] < 0
+        and all(v == pytest.approx(1.0) for i, v in enumerate(per_item) if i != 3)
+    )
+    assert per_item[0] > overall > per_item[3]
+    # A subset NNCF picks is scored against the same rows of the reference.
+    subset, _ = _validation_fn(scorer)(Compiled(), [items[1], items[4]])
+    assert subset == pytest.approx(1.0)
