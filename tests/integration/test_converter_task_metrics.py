@@ -113,6 +113,20 @@ def test_a_probability_map_passes_by_iou_where_cosine_would_refuse(ws: dict[str,
     assert manifest.validation["passed"] is True
     assert [c["name"] for c in manifest.validation["checks"]] == ["iou", "size_mb"]
 
+    # The same conversion judged by cosine, as before task metrics: int8 is refused, fp32 packaged.
+    by_cosine = run(
+        ws,
+        "cosine",
+        precisions=["int8", "fp32"],
+        calibrations=["minmax"],
+        metrics=["maps=cosine"],
+        tolerances={"cosine": strict_cosine},
+    )
+    attempts = by_cosine.profile("generic-x86").attempts
+    assert [(a.label, a.decision) for a in attempts] == [("int8/minmax", "rejected"), ("fp32", "packaged")]
+    assert attempts[0].decided_by is not None and attempts[0].decided_by.name == "cosine"
+    assert not attempts[0].decided_by.passed
+
 
 def test_a_users_function_decides_each_attempt(ws: dict[str, Any]) -> None:
     metric_hooks.CALLS.clear()
