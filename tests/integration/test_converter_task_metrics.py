@@ -40,10 +40,10 @@ class TinyMapNet(nn.Module):
         with torch.no_grad():
             jitter = 0.02 * torch.randn(self.features.weight.shape, generator=generator)
             self.features.weight.copy_(torch.full_like(self.features.weight, 1 / 9) + jitter)
-            self.features.bias.zero_()
             self.head.weight.zero_()
             self.head.weight[0, :, 1, 1] = 2.0
-            self.head.bias.fill_(-4.0)
+            nn.init.zeros_(self.features.bias)  # type: ignore[arg-type]
+            nn.init.constant_(self.head.bias, -4.0)  # type: ignore[arg-type]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.head(torch.relu(self.features(image))))
