@@ -21,7 +21,17 @@ from converter.artifacts import Artifact
 from converter.context import ConversionContext, TargetState
 from converter.data import Dataset, check_dataset, read_npz
 from converter.errors import ConversionError, describe_failure
-from converter.metrics import compute_metrics, is_classifier, judge
+from converter.metrics import (
+    MetricError,
+    MetricSpec,
+    choose_metrics,
+    compute_metrics,
+    control_score,
+    judge,
+    load_hook,
+    metric_limit,
+    split_tolerances,
+)
 from converter.planning import CalibrationMethod, SourceKind, TargetPlan, plan_target
 from converter.quiet import quiet
 from converter.signature import interface_signature
@@ -249,6 +259,13 @@ class QuantizeConfig(_Config):
     max_calibration_samples: int | None = Field(
         default=None, gt=0, description="Cap on the profile's calibration_samples."
     )
+    metrics: list[MetricSpec] | None = Field(
+        default=None, description="The metrics validation judges by (for NNCF's accuracy control)."
+    )
+    tolerance: Tolerance | None = Field(default=None, description="Overrides every profile's tolerance.")
+    tolerances: dict[str, float] | None = Field(
+        default=None, description="Threshold overrides, as validation's."
+    )
 
 
 class QuantizePass(Pass[QuantizeConfig]):
@@ -280,11 +297,12 @@ class QuantizePass(Pass[QuantizeConfig]):
                 from converter.exporters.openvino_export import build_openvino
 
                 base = ctx.base_exports[(ModelFormat.OPENVINO.value, plan.batch)]
-                tolerance = target.profile.tolerance
-                control = (
+                control = _control_scorer(
                     evaluation,
-                    _agreement_scorer(evaluation, reference, plan.batch),
-                    1 - tolerance.min_top1_agreement,
+                    reference,
+                    self.config.tolerance or target.profile.tolerance,
+                    self.config.metrics,
+                    self.config.tolerances,
                 )
                 artifact = build_openvino(
                     base, attempt, directory, calibration, constraints, accuracy_control=control
@@ -306,23 +324,32 @@ class QuantizePass(Pass[QuantizeConfig]):
         state.artifact = artifact
 
 
-def _agreement_scorer(
-    evaluation: Dataset, reference: Mapping[str, np.ndarray], batch: int | None
-) -> Callable[[Any], float]:
-    """Top-1 agreement of an OpenVINO candidate with the fp32 reference (for NNCF accuracy control)."""
-    from converter.exporters.openvino_export import run_compiled
+def _control_scorer(
+    evaluation: Dataset,
+    reference: Mapping[str, np.ndarray],
+    profile_tolerance: Tolerance,
+    metrics: list[MetricSpec] | None,
+    tolerances: dict[str, float] | None,
+) -> tuple[Dataset, Callable[[dict[str, np.ndarray], np.ndarray], float], float]:
+    """NNCF accuracy control's (evaluation set, scorer, max drop), from validation's own metrics.
 
-    first = next(iter(reference))
-    expected = reference[first]
+    The scorer compares a candidate's outputs for some evaluation samples (their row indices) with
+    the fp32 reference's rows (``converter.metrics.control_score``); the max drop is the
+    reference's own score, so what NNCF accepts is what validation's metric checks accept.
+    """
+    chosen = choose_metrics(reference, metrics)
+    tolerance, hook_limits = split_tolerances(profile_tolerance, tolerances)
+    labels = evaluation.labels
 
-    def score(compiled: Any) -> float:
-        parts = [run_compiled(compiled, feeds)[first] for feeds in evaluation.batches(batch or 64)]
-        got = np.concatenate(parts)
-        if is_classifier(expected):
-            return float(np.mean(np.argmax(got, axis=1) == np.argmax(expected, axis=1)))
-        return -float(np.mean(np.abs(got.reshape(expected.shape) - expected)))
+    def score(outputs: dict[str, np.ndarray], rows: np.ndarray) -> float:
+        ref = {name: values[rows] for name, values in reference.items()}
+        got = {name: outputs[name] for name in reference}
+        return control_score(
+            ref, got, None if labels is None else labels[rows], chosen, tolerance, hook_limits
+        )
 
-    return score
+    perfect = control_score(reference, reference, labels, chosen, tolerance, hook_limits)
+    return evaluation, score, max(0.0, perfect)
 
 
 # --- validate -----------------------------------------------------------------------------------
@@ -331,6 +358,49 @@ def _agreement_scorer(
 class ValidateConfig(_Config):
     batch_size: int = Field(default=64, gt=0, description="Evaluation samples per inference call.")
     tolerance: Tolerance | None = Field(default=None, description="Overrides every profile's tolerance.")
+    metrics: list[MetricSpec] | None = Field(
+        default=None, description="Metric per output (--metric); the rest get their shape's default."
+    )
+    tolerances: dict[str, float] | None = Field(
+        default=None,
+        description="Thresholds over the tolerance (--tolerance): Tolerance fields, or module:function.",
+    )
+
+
+class MetricsPass(Pass[ValidateConfig]):
+    """Check the metric choices against the model and profiles once, before anything is built.
+
+    Every output a ``--metric`` names must exist, every user's function must import, and each
+    metric needs a threshold; a mistake fails here with a ``ConversionError`` that says which.
+    """
+
+    step = "validate"
+
+    def run(self, ctx: ConversionContext) -> None:
+        _, _, reference = ctx.require_data()
+        try:
+            chosen = choose_metrics(reference, self.config.metrics)
+            for spec in chosen.values():
+                if spec.is_hook:
+                    load_hook(spec.name)
+            for target in ctx.targets:
+                tolerance, hook_limits = split_tolerances(
+                    self.config.tolerance or target.profile.tolerance, self.config.tolerances
+                )
+                for spec in chosen.values():
+                    metric_limit(spec, tolerance, hook_limits)
+        except MetricError as exc:
+            raise metric_error(exc) from exc
+
+
+def metric_error(exc: MetricError) -> ConversionError:
+    return ConversionError(
+        str(exc),
+        step="validate",
+        hint="metrics: top1, topk[:K], sequence, iou[:THRESHOLD], f1[:THRESHOLD], snr, cosine, or "
+        "module:function (importable, returning a float, higher is better); per output: "
+        "--metric OUTPUT=NAME; thresholds: --tolerance NAME=VALUE",
+    )
 
 
 class ValidatePass(Pass[ValidateConfig]):
@@ -367,14 +437,23 @@ class ValidatePass(Pass[ValidateConfig]):
                 hint="this is a converter bug worth reporting; meanwhile pick another --format",
             )
         state.outputs = outputs
-        state.metrics = compute_metrics(reference, {k: outputs[k] for k in reference}, evaluation.labels)
-        state.verdict = judge(
-            state.metrics,
-            self.config.tolerance or target.profile.tolerance,
-            size_bytes=artifact.size_bytes,
-            max_model_mb=target.profile.max_model_mb,
-            integer_io=all(t.dtype in ("int8", "uint8") for t in tensors) if full_integer else None,
-        )
+        try:
+            tolerance, hook_limits = split_tolerances(
+                self.config.tolerance or target.profile.tolerance, self.config.tolerances
+            )
+            state.metrics = compute_metrics(
+                reference, {k: outputs[k] for k in reference}, evaluation.labels, metrics=self.config.metrics
+            )
+            state.verdict = judge(
+                state.metrics,
+                tolerance,
+                size_bytes=artifact.size_bytes,
+                max_model_mb=target.profile.max_model_mb,
+                integer_io=all(t.dtype in ("int8", "uint8") for t in tensors) if full_integer else None,
+                hook_limits=hook_limits,
+            )
+        except MetricError as exc:
+            raise metric_error(exc) from exc
 
 
 def open_artifact(artifact: Artifact, profile: HardwareProfile, source: SourceModel | None = None) -> Any:

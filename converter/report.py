@@ -1,6 +1,7 @@
 """The conversion report: every attempt per profile, with its figures and the decision taken.
 
-One row per profile/format/precision attempt (size, latency, accuracy, agreement, decision), as
+One row per profile/format/precision attempt (size, latency, accuracy, agreement, the metric that
+decided it with its value and threshold, decision), as
 ``report.json`` for machines, ``report.md`` for people reading a pull request, and a Rich table
 for the terminal.
 """
@@ -11,10 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from converter.benchmark import BenchmarkResult, HostInfo
-from converter.metrics import Check, ValidationMetrics
+from converter.metrics import Check, ValidationMetrics, deciding_check
 from converter.planning import CalibrationMethod
 from hw_profiles.schema import ModelFormat, Precision, RuntimeName
 
@@ -37,6 +38,9 @@ class AttemptRecord(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     metrics: ValidationMetrics | None = None
     checks: list[Check] = Field(default_factory=list)
+    decided_by: Check | None = Field(
+        default=None, description="The check that decided: the first missed, else the task metric."
+    )
     size_bytes: int | None = None
     sha256: dict[str, str] = Field(default_factory=dict, description="Each model file's hash.")
     provider: str | None = None
@@ -44,6 +48,12 @@ class AttemptRecord(BaseModel):
     benchmark: BenchmarkResult | None = None
     seconds: float = 0.0
     error: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _deciding(self) -> AttemptRecord:
+        if self.decided_by is None and self.checks:
+            self.decided_by = deciding_check(self.checks)
+        return self
 
     @property
     def label(self) -> str:
@@ -119,6 +129,7 @@ class ConversionReport(BaseModel):
                         "accuracy": "-",
                         "agreement": "-",
                         "cosine": "-",
+                        "metric": "-",
                         "decision": "failed",
                         "why": (result.error or {}).get("message", ""),
                     }
@@ -135,6 +146,7 @@ class ConversionReport(BaseModel):
                         "accuracy": _percent(metrics.accuracy if metrics else None),
                         "agreement": _percent(metrics.top1_agreement if metrics else None),
                         "cosine": f"{metrics.cosine:.5f}" if metrics else "-",
+                        "metric": _deciding(attempt.decided_by),
                         "decision": attempt.decision,
                         "why": "; ".join(attempt.reasons),
                     }
@@ -202,6 +214,7 @@ _COLUMNS = (
     "accuracy",
     "agreement",
     "cosine",
+    "metric",
     "decision",
     "why",
 )
@@ -214,10 +227,21 @@ _HEADERS = {
     "accuracy": "Accuracy",
     "agreement": "Top-1 agree",
     "cosine": "Cosine",
+    "metric": "Decided by",
     "decision": "Decision",
     "why": "Why",
 }
 _STYLES = {"packaged": "green", "degraded": "yellow", "rejected": "red", "failed": "bold red"}
+
+
+def _deciding(check: Check | None) -> str:
+    """``iou[maps] 0.9531 >= 0.9 ok``: the check that decided, its value, threshold and outcome."""
+    if check is None:
+        return "-"
+    op = ">=" if check.rule == "min" else "<="
+    where = f"[{check.output}]" if check.output else ""
+    verdict = "ok" if check.passed else "MISSED"
+    return f"{check.name}{where} {check.value:.4g} {op} {check.limit:.4g} {verdict}"
 
 
 def _runtime_notes(result: ProfileResult) -> list[str]:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from converter.context import AttemptState, ConversionContext, TargetState
 from converter.errors import ConversionError
+from converter.metrics import MetricError, MetricSpec, load_hook, parse_metric_spec, parse_tolerance_spec
 from converter.packaging import PackageConfig, PackagePass
 from converter.passes import (
     BenchmarkConfig,
@@ -28,6 +29,7 @@ from converter.passes import (
     ExportPass,
     LoadConfig,
     LoadPass,
+    MetricsPass,
     Pass,
     PlanConfig,
     PlanPass,
@@ -35,6 +37,7 @@ from converter.passes import (
     QuantizePass,
     ValidateConfig,
     ValidatePass,
+    metric_error,
     plan_summary,
     with_toolchain_notes,
 )
@@ -274,6 +277,8 @@ def convert(
     preprocessing: Preprocessing | None = None,
     tolerance: Tolerance | None = None,
     benchmark_iterations: int = 100,
+    metrics: Sequence[MetricSpec | str] | None = None,
+    tolerances: Mapping[str, float] | Sequence[str] | None = None,
 ) -> ConversionReport:
     """Convert ``source`` for each profile into a signed bundle in ``out_dir``; return the report.
 
@@ -285,6 +290,11 @@ def convert(
     orders) the static int8 calibration methods tried (``minmax``, ``entropy``, ``percentile``, ...);
     ``inputs`` (``TensorSpec`` or ``name:1x3x224x224:float32``) describe a PyTorch model's inputs when
     the data cannot.
+
+    ``metrics`` choose how each output is judged (``MetricSpec`` or ``"iou:0.3"``,
+    ``"maps=iou:0.3"``, ``"logits=topk:5"``, ``"probs=mymodule:score"``; docs/converter.md,
+    "Choosing the metric"); ``tolerances`` set thresholds over the profiles' (``{"iou": 0.9}`` or
+    ``["iou=0.9", "mymodule:score=0.8"]``).
 
     Writes ``<name>-<version>-<profile>.efb`` per profile, ``report.json`` and ``report.md``.
     Raises ``ConversionError`` for bad input (before anything is built), and ``ConversionFailed``
@@ -302,6 +312,8 @@ def convert(
     _check_package_inputs(version, Path(key))
     if name is not None:
         _check_name(name)
+    metric_specs, tolerance_overrides = _metric_options(metrics, tolerances)
+    choice = {"metrics": metric_specs, "tolerance": tolerance, "tolerances": tolerance_overrides}
     workflow = Workflow(
         prepare=[
             LoadPass(
@@ -321,11 +333,12 @@ def convert(
                     calibrations=calibration_list,
                 )
             ),
+            MetricsPass(ValidateConfig(**choice)),
         ],
         build=[
             ExportPass(ExportConfig()),
-            QuantizePass(QuantizeConfig()),
-            ValidatePass(ValidateConfig(tolerance=tolerance)),
+            QuantizePass(QuantizeConfig(**choice)),
+            ValidatePass(ValidateConfig(**choice)),
         ],
         finish=[
             BenchmarkPass(
@@ -351,6 +364,26 @@ def convert(
     if workflow.errors:
         raise ConversionFailed(workflow.errors[0], report)
     return report
+
+
+def _metric_options(
+    metrics: Sequence[MetricSpec | str] | None, tolerances: Mapping[str, float] | Sequence[str] | None
+) -> tuple[list[MetricSpec] | None, dict[str, float] | None]:
+    """Parse ``metrics`` and ``tolerances`` and import the users' functions, before anything runs."""
+    try:
+        specs = [parse_metric_spec(m) if isinstance(m, str) else m for m in metrics] if metrics else None
+        if tolerances is None:
+            overrides = None
+        elif isinstance(tolerances, Mapping):
+            overrides = dict(parse_tolerance_spec(f"{k}={v}") for k, v in tolerances.items())
+        else:
+            overrides = dict(parse_tolerance_spec(t) for t in tolerances)
+        for spec in specs or []:
+            if spec.is_hook:
+                load_hook(spec.name)
+    except MetricError as exc:
+        raise metric_error(exc) from exc
+    return specs, overrides or None
 
 
 def _check_package_inputs(version: str, key: Path) -> None:

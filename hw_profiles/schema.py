@@ -198,6 +198,19 @@ class Tolerance(_Strict):
     )
     min_top1_agreement: float = Field(default=0.98, ge=0, le=1)
     min_cosine: float = Field(default=0.99, ge=-1, le=1)
+    # Task metrics (converter.metrics): each output is judged by one of them, chosen by its shape or
+    # by the user (``--metric``); the threshold of the metric that judges it comes from here.
+    min_topk_agreement: float = Field(
+        default=0.99, ge=0, le=1, description="Share of samples whose fp32 top-1 class is in the top k."
+    )
+    min_sequence_agreement: float = Field(
+        default=0.98, ge=0, le=1, description="Share of sequence positions ([N, T, C]) whose arg-max agrees."
+    )
+    min_iou: float = Field(
+        default=0.9, ge=0, le=1, description="IoU of thresholded maps, pooled over samples."
+    )
+    min_f1: float = Field(default=0.95, ge=0, le=1, description="F1 (Dice) of thresholded maps.")
+    min_snr_db: float = Field(default=20.0, description="Signal-to-noise ratio of the outputs, in dB.")
 
 
 class HardwareProfile(_Strict):

@@ -32,8 +32,9 @@ WEIGHTS_FILE = "model.bin"
 _FORMAT = ModelFormat.OPENVINO.value
 _GENERATED_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*_\d+$")
 
-# Scores an int8 candidate model on the evaluation set: higher is better (top-1 agreement).
-Scorer = Callable[[Any], float]
+# Scores a candidate's outputs for some evaluation samples (their row indices) against the fp32
+# reference, with validation's own metrics: higher is better (``converter.metrics.control_score``).
+Scorer = Callable[[dict[str, np.ndarray], np.ndarray], float]
 
 
 def export_openvino(
@@ -184,12 +185,15 @@ def _quantize(
                 hint="pass --eval",
             )
         eval_set, scorer, max_drop = accuracy_control
-        validation = nncf.Dataset(list(eval_set.batches(batch or 1)))
+        step = batch or 1
+        # Each item carries its first row, so the scorer compares exactly the samples NNCF runs.
+        items = list(zip(range(0, eval_set.size, step), eval_set.batches(step), strict=True))
+        validation = nncf.Dataset(items, lambda item: item[1])
         return nncf.quantize_with_accuracy_control(
             model,
             dataset,
             validation,
-            validation_fn=lambda compiled, _data: scorer(compiled),
+            validation_fn=_validation_fn(scorer),
             max_drop=max_drop,
             preset=preset,
             subset_size=calibration.size,
@@ -214,6 +218,28 @@ def _quantize(
             activations_range_estimator_params=estimators[method]
         ),
     )
+
+
+def _validation_fn(scorer: Scorer) -> Callable[[Any, Any], tuple[float, list[float]]]:
+    """NNCF's validation function: the score over the items it is given, and each item's own.
+
+    Returning per-item scores puts NNCF in metric mode, where it ranks layers by this metric
+    (not by its own output distance) and validates on the subsets it picks.
+    """
+
+    def validate(compiled: Any, data: Any) -> tuple[float, list[float]]:
+        outputs: list[dict[str, np.ndarray]] = []
+        rows: list[np.ndarray] = []
+        for start, feeds in data:
+            out = run_compiled(compiled, feeds)
+            index = np.arange(start, start + len(next(iter(feeds.values()))))
+            outputs.append(out)
+            rows.append(index)
+        per_item = [scorer(out, index) for out, index in zip(outputs, rows, strict=True)]
+        merged = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
+        return scorer(merged, np.concatenate(rows)), per_item
+
+    return validate
 
 
 def _compress_weights(model: Any, constraints: QuantizationConstraints) -> Any:

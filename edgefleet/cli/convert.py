@@ -86,6 +86,19 @@ def convert(
         None, "--name", help="Model name in the bundles (default: from the source)."
     ),
     model_version: str = typer.Option("1.0.0", "--model-version", help="Semantic version of the bundles."),
+    metrics: list[str] | None = typer.Option(
+        None,
+        "--metric",
+        help="How to judge outputs against fp32: [OUTPUT=]NAME[:PARAM], NAME one of top1, topk[:K], "
+        "sequence, iou[:THRESHOLD], f1[:THRESHOLD], snr, cosine, or module:function returning a score "
+        "(higher is better); e.g. maps=iou:0.3 (repeatable; default by output shape).",
+    ),
+    tolerances: list[str] | None = typer.Option(
+        None,
+        "--tolerance",
+        help="A metric's threshold over the profiles' tolerance: NAME=VALUE, e.g. iou=0.9, "
+        "sequence=0.97, mymodule:score=0.8 (repeatable).",
+    ),
     allow_degraded: bool = typer.Option(
         False,
         "--allow-degraded",
@@ -111,6 +124,8 @@ def convert(
             precisions=precisions or None,
             calibrations=[c.value for c in calibrations] if calibrations else None,
             allow_degraded=allow_degraded,
+            metrics=metrics or None,
+            tolerances=tolerances or None,
             progress=progress,
             inputs=inputs or None,
             output_names=outputs or None,

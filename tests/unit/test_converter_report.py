@@ -129,3 +129,28 @@ def test_the_rich_table_has_a_row_per_attempt() -> None:
     text = console.export_text()
     assert text.count("raspberry-pi-5") == 2
     assert "rejected" in text and "packaged" in text and "failed" in text
+
+
+def test_every_rendering_names_the_check_that_decided_each_attempt(tmp_path: Path) -> None:
+    from converter.metrics import Check
+
+    iou = Check(name="iou", value=0.953, limit=0.9, passed=True, rule="min", output="maps", metric="iou:0.5")
+    size = Check(name="size_mb", value=0.1, limit=5.0, passed=True, rule="max")
+    missed = iou.model_copy(update={"value": 0.81, "passed": False})
+    full = report()
+    attempts = full.profile("raspberry-pi-5").attempts
+    attempts[0] = AttemptRecord.model_validate({**attempts[0].model_dump(), "checks": [missed, size]})
+    attempts[1] = AttemptRecord.model_validate({**attempts[1].model_dump(), "checks": [size, iou]})
+    assert attempts[1].decided_by == iou  # the task metric, not the first check, when all pass
+    rows = full.rows()
+    assert rows[0]["metric"] == "iou[maps] 0.81 >= 0.9 MISSED"  # the first missed check decides
+    assert rows[1]["metric"] == "iou[maps] 0.953 >= 0.9 ok"
+    assert rows[2]["metric"] == "-"
+    json_path, md_path = full.write(tmp_path)
+    loaded = ConversionReport.model_validate(json.loads(json_path.read_text()))
+    assert loaded.profile("raspberry-pi-5").attempts[1].decided_by == iou
+    assert "| iou[maps] 0.953 >= 0.9 ok | packaged |" in md_path.read_text()
+    console = Console(width=250, record=True)
+    console.print(full.rich_table())
+    text = console.export_text()
+    assert "Decided by" in text and "iou[maps] 0.953" in text and "iou[maps] 0.81" in text
