@@ -1,0 +1,248 @@
+"""The ONNX front end against real runtimes: opset-11 models to int8, and artifacts that do not load.
+
+Models are built here (torch.onnx's TorchScript exporter at opset 11, as PaddlePaddle and older
+exporters write them, or onnx.helper); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from converter import convert
+from converter.context import ConversionContext
+from converter.exporters.onnx_export import QDQ_PER_CHANNEL_OPSET, onnx_opset, qdq_opset
+from converter.passes import (
+    ExportConfig,
+    ExportPass,
+    LoadConfig,
+    LoadPass,
+    PlanConfig,
+    PlanPass,
+    QuantizeConfig,
+    QuantizePass,
+    ValidateConfig,
+    ValidatePass,
+)
+from converter.planning import CalibrationMethod
+from converter.workflow import Workflow
+from hw_profiles.schema import ModelFormat, Precision, Tolerance
+from models.bundle import extract_bundle, generate_keypair, load_public_key
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROFILE = "generic-x86"  # ONNX first, int8 allowed
+LOOSE = Tolerance(max_accuracy_drop=100.0, min_top1_agreement=0.8, min_cosine=0.98)
+
+
+class SmallCnn(torch.nn.Module):
+    """conv + batch norm + relu + max pool + a fully connected layer (Gemm at opset 11)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.pool = torch.nn.MaxPool2d(2)
+        self.fc = torch.nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(torch.relu(self.bn(self.conv(x)))), 1))
+
+
+def export_opset11(module: torch.nn.Module, path: Path, shape: tuple[int, ...]) -> Path:
+    torch.onnx.export(
+        module.eval(),
+        (torch.zeros(shape),),
+        str(path),
+        dynamo=False,
+        opset_version=11,
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("onnx-frontend")
+    torch.manual_seed(0)
+    model = SmallCnn()
+    with torch.no_grad():  # non-trivial statistics, so that the folded batch norm matters
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    onnx_path = export_opset11(model, root / "cnn11.onnx", (1, 3, 8, 8))
+    rng = np.random.default_rng(0)
+    np.savez(root / "calib.npz", x=rng.standard_normal((32, 3, 8, 8), dtype=np.float32))
+    np.savez(root / "eval.npz", x=rng.standard_normal((64, 3, 8, 8), dtype=np.float32))
+    key, public = generate_keypair(root / "keys", "test")
+    return {
+        "root": root,
+        "onnx": onnx_path,
+        "calib": root / "calib.npz",
+        "eval": root / "eval.npz",
+        "key": key,
+        "public": load_public_key(public),
+    }
+
+
+def test_the_fixture_is_an_opset_11_model(workspace: dict[str, Any]) -> None:
+    model = onnx.load(str(workspace["onnx"]))
+    assert onnx_opset(model) == 11
+    assert {"Conv", "Gemm", "MaxPool", "Relu"} <= {n.op_type for n in model.graph.node}
+
+
+def test_an_opset_11_cnn_becomes_per_channel_int8_onnx_that_loads_and_validates(
+    workspace: dict[str, Any],
+) -> None:
+    out = workspace["root"] / "int8"
+    report = convert(
+        str(workspace["onnx"]),
+        [PROFILE],
+        workspace["calib"],
+        workspace["eval"],
+        out,
+        workspace["key"],
+        formats=["onnx"],
+        precisions=["int8"],
+        tolerance=LOOSE,
+        benchmark_iterations=2,
+    )
+    result = report.profile(PROFILE)
+    # The first int8 attempt loads and passes (before: "Unrecognized attribute: axis for operator
+    # DequantizeLinear" for every calibration method, and fp32 was packaged).
+    first = result.attempts[0]
+    assert (first.label, first.decision) == ("int8/minmax", "packaged")
+    chosen = result.chosen
+    assert chosen is not None and chosen.precision is Precision.INT8
+    assert chosen.metrics is not None and chosen.metrics.cosine > 0.98
+    assert any("upgraded from opset 11 to opset 13" in note for note in chosen.runtime_notes)
+    assert "upgraded from opset 11 to opset 13" in (out / "report.md").read_text()
+    assert result.bundle is not None
+    bundle = extract_bundle(Path(result.bundle.path), out / "extracted", [workspace["public"]])
+    assert bundle.directory is not None
+    model_path = bundle.directory / "model.onnx"
+    quantized = onnx.load(str(model_path))
+    assert onnx_opset(quantized) == QDQ_PER_CHANNEL_OPSET
+    per_channel = [
+        n
+        for n in quantized.graph.node
+        if n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute)
+    ]
+    assert per_channel, "the weights are quantized per channel"
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": np.zeros((2, 3, 8, 8), np.float32)})[0].shape == (2, 10)
+
+
+def test_an_opset_13_model_goes_to_qdq_as_it_is(tmp_path: Path) -> None:
+    path = _relu_model(tmp_path / "relu13.onnx", opset=13)
+    qdq = qdq_opset(path, tmp_path / "upgraded.onnx", per_channel=True)
+    assert (qdq.opset, qdq.upgraded, qdq.per_channel, qdq.notes) == (13, False, True, [])
+    assert not (tmp_path / "upgraded.onnx").exists()
+
+
+def test_per_tensor_needs_no_upgrade(tmp_path: Path) -> None:
+    path = _relu_model(tmp_path / "relu11.onnx", opset=11)
+    qdq = qdq_opset(path, tmp_path / "upgraded.onnx", per_channel=False)
+    assert (qdq.upgraded, qdq.per_channel, qdq.notes) == (False, False, [])
+
+
+def test_an_opset_11_model_is_upgraded_to_13(tmp_path: Path) -> None:
+    path = _relu_model(tmp_path / "relu11.onnx", opset=11)
+    qdq = qdq_opset(path, tmp_path / "upgraded.onnx", per_channel=True)
+    assert (qdq.opset, qdq.upgraded, qdq.per_channel) == (11, True, True)
+    assert onnx_opset(onnx.load(str(tmp_path / "upgraded.onnx"))) == 13
+    assert "upgraded from opset 11 to opset 13" in qdq.notes[0]
+
+
+def test_when_the_upgrade_fails_the_model_is_quantized_per_tensor(tmp_path: Path) -> None:
+    # ImageScaler (removed from ONNX in opset 10, still in old Caffe2/CoreML exports) has no schema
+    # the version converter can convert: the real converter fails on it.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
+    node = helper.make_node("ImageScaler", ["x"], ["y"], scale=2.0, bias=[1.0, 2.0, 3.0])
+    model = helper.make_model(
+        helper.make_graph([node], "old", [x], [y]), opset_imports=[helper.make_opsetid("", 11)]
+    )
+    path = tmp_path / "old.onnx"
+    onnx.save(model, str(path))
+    qdq = qdq_opset(path, tmp_path / "upgraded.onnx", per_channel=True)
+    assert (qdq.opset, qdq.upgraded, qdq.per_channel) == (11, False, False)
+    assert "quantized per tensor" in qdq.notes[0] and "ImageScaler" in qdq.notes[0]
+    assert not list(tmp_path.glob("upgraded.onnx*"))
+
+
+class TruncatingQuantizePass(QuantizePass):
+    """The real quantize pass, then the int8 model cut in half: an artifact its runtime cannot load."""
+
+    def run(self, ctx: ConversionContext) -> None:
+        super().run(ctx)
+        artifact = ctx.require_target().current.artifact
+        assert artifact is not None
+        if artifact.attempt.precision is Precision.INT8:
+            data = artifact.model_path.read_bytes()
+            artifact.model_path.write_bytes(data[: len(data) // 2])
+
+
+def test_an_artifact_that_fails_to_load_is_a_failed_attempt_and_the_chain_moves_on(
+    workspace: dict[str, Any],
+) -> None:
+    root = workspace["root"] / "truncated"
+    ctx = ConversionContext(out_dir=root, work_dir=root / "artifacts")
+    workflow = Workflow(
+        prepare=[
+            LoadPass(
+                LoadConfig(
+                    source=str(workspace["onnx"]),
+                    calibration=workspace["calib"],
+                    evaluation=workspace["eval"],
+                )
+            ),
+            PlanPass(
+                PlanConfig(
+                    profiles=[PROFILE],
+                    formats=[ModelFormat.ONNX],
+                    precisions=[Precision.INT8],
+                    calibrations=[CalibrationMethod.MINMAX],
+                )
+            ),
+        ],
+        build=[
+            ExportPass(ExportConfig()),
+            TruncatingQuantizePass(QuantizeConfig()),
+            ValidatePass(ValidateConfig(tolerance=LOOSE)),
+        ],
+        finish=[],
+    )
+    [result] = workflow.run(ctx)
+    assert not workflow.errors
+    broken, fallback = result.attempts
+    assert (broken.label, broken.decision) == ("int8/minmax", "failed")
+    assert broken.reasons and broken.reasons[0].startswith(
+        "the onnx runtime cannot load the int8/minmax model"
+    )
+    assert broken.error is not None and broken.error["step"] == "validate"
+    assert broken.metrics is None  # never a candidate, not even for --allow-degraded
+    # What the build did is reported even though the model never loaded.
+    assert any("upgraded from opset 11" in note for note in broken.runtime_notes)
+    assert fallback.precision is Precision.FP32 and fallback.metrics is not None
+    target = ctx.targets[0]
+    assert target.chosen is target.attempts[1]
+
+
+def _relu_model(path: Path, *, opset: int) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y]),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
+    onnx.save(model, str(path))
+    return path
