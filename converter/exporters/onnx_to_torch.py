@@ -223,12 +223,12 @@ def bake_constant_arguments(module: Any) -> int:
         build = _BAKERS.get(type(original).__name__)
         if type(original).__name__ in _BAKERS_WITH_MODULE:
             build = functools.partial(_BAKERS_WITH_MODULE[type(original).__name__], original=original)
-        constants = node.args[1:]
+        constants = _arguments_after_data(original, node)
         if build is None or not constants or not all(_is_constant(a) for a in constants):
             continue
         values = [None if a is None else _constant(module, a.target) for a in constants]
         module.add_submodule(node.target, build(values))
-        node.args = (node.args[0],)
+        node.args, node.kwargs = (node.args[0],), {}
         replaced += 1
     if replaced:
         module.graph.eliminate_dead_code()
@@ -236,6 +236,25 @@ def bake_constant_arguments(module: Any) -> int:
         module.recompile()
     assert isinstance(module, torch.nn.Module)
     return replaced
+
+
+def _arguments_after_data(original: Any, node: Any) -> list[Any]:
+    """The node's arguments after the data, in ``forward``'s order; keywords where an input was skipped.
+
+    onnx2torch passes the inputs after an empty one (Resize's ``roi, "", sizes``) by keyword.
+    """
+    import inspect
+
+    positional = list(node.args[1:])
+    if not node.kwargs:
+        return positional
+    names = list(inspect.signature(original.forward).parameters)[1:]
+    merged: list[Any] = positional + [None] * (len(names) - len(positional))
+    for key, value in node.kwargs.items():
+        if key not in names:
+            return [object()]  # not a form this code knows: not constant, left as it is
+        merged[names.index(key)] = value
+    return merged
 
 
 def _is_constant(arg: Any) -> bool:

@@ -246,3 +246,219 @@ def _relu_model(path: Path, *, opset: int) -> Path:
     )
     onnx.save(model, str(path))
     return path
+
+
+# --- onnx2torch's gaps, rewritten -----------------------------------------------------------------
+
+
+def _onnx_model(
+    path: Path,
+    nodes: list[Any],
+    constants: dict[str, np.ndarray],
+    *,
+    opset: int,
+    input_shape: list[Any],
+    output_shape: list[Any],
+) -> Path:
+    from onnx import numpy_helper
+
+    graph = helper.make_graph(
+        nodes,
+        path.stem,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)],
+        initializer=[numpy_helper.from_array(np.asarray(v), name=k) for k, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 7  # what ONNX Runtime and old exporters agree on
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def same_padding_model(path: Path, *, opset: int = 11, height: Any = 15) -> Path:
+    """Every auto_pad SAME form onnx2torch refuses, PaddlePaddle-style, with odd sizes and stride 2.
+
+    Conv SAME_UPPER (even kernel, stride 2: asymmetric pads), MaxPool SAME_LOWER (stride 2),
+    Conv SAME_LOWER, AveragePool SAME_UPPER (asymmetric, padded cells not counted), a constant Pad,
+    and a ConvTranspose SAME_UPPER (stride 2, odd kernel: asymmetric), then a nearest Resize (before
+    opset 11: the attribute Pad and Upsample).
+    """
+    rng = np.random.default_rng(3)
+
+    def weights(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], auto_pad="SAME_UPPER", strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node(
+            "MaxPool", ["r1"], ["p1"], auto_pad="SAME_LOWER", kernel_shape=[3, 3], strides=[2, 2]
+        ),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], auto_pad="SAME_LOWER"),
+        helper.make_node("AveragePool", ["c2"], ["a1"], auto_pad="SAME_UPPER", kernel_shape=[2, 2]),
+        helper.make_node("Pad", ["a1", "pads"], ["q1"], mode="constant")
+        if opset >= 11
+        else helper.make_node("Pad", ["a1"], ["q1"], pads=[0, 0, 1, 0, 0, 0, 0, 1]),
+        helper.make_node("ConvTranspose", ["q1", "wt"], ["t1"], auto_pad="SAME_UPPER", strides=[2, 2]),
+        helper.make_node("Resize", ["t1", "roi", "scales"], ["y"], mode="nearest")
+        if opset >= 11
+        else helper.make_node("Upsample", ["t1", "scales"], ["y"], mode="nearest"),
+    ]
+    constants = {
+        "w1": weights(8, 3, 4, 4),
+        "b1": rng.standard_normal(8).astype(np.float32),
+        "w2": weights(8, 8, 3, 3),
+        "pads": np.array([0, 0, 1, 0, 0, 0, 0, 1], np.int64),
+        "wt": weights(8, 4, 3, 3),
+        "roi": np.zeros(0, np.float32),
+        "scales": np.array([1, 1, 2, 2], np.float32),
+    }
+    if opset < 11:
+        del constants["pads"], constants["roi"]
+    return _onnx_model(
+        path,
+        nodes,
+        constants,
+        opset=opset,
+        input_shape=["N", 3, height, 15],
+        output_shape=["N", 4, None, None],
+    )
+
+
+def _ort(path: Path, x: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {"x": x})[0])
+
+
+def _torch(path: Path, x: np.ndarray) -> np.ndarray:
+    from converter.exporters.onnx_to_torch import torch_module_from_onnx
+
+    module = torch_module_from_onnx(path, x.shape[0])
+    torch.export.export(module, (torch.from_numpy(x),))  # what litert-torch needs first
+    with torch.no_grad():
+        return np.asarray(module(torch.from_numpy(x)).numpy())
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13, 17])
+def test_auto_pad_same_translates_and_matches_onnx_runtime(tmp_path: Path, opset: int) -> None:
+    path = same_padding_model(tmp_path / f"same{opset}.onnx", opset=opset)
+    x = np.random.default_rng(0).standard_normal((1, 3, 15, 15)).astype(np.float32)
+    expected = _ort(path, x)
+    got = _torch(path, x)
+    assert got.shape == expected.shape == (1, 4, 20, 20)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_pad_with_an_unknown_spatial_shape_fails_with_the_reason(tmp_path: Path) -> None:
+    from converter import ConversionError
+    from converter.exporters.onnx_to_torch import torch_module_from_onnx
+
+    path = same_padding_model(tmp_path / "dynamic.onnx", height="H")
+    with pytest.raises(ConversionError) as caught:
+        torch_module_from_onnx(path, 1)
+    assert caught.value.step == "export" and caught.value.format == "tflite"
+    assert "auto_pad=SAME_UPPER" in caught.value.message
+    assert "not static" in caught.value.message and "'x'" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "nodes", "constants", "opset", "output_shape"),
+    [
+        (
+            "upsample-opset9",
+            [helper.make_node("Upsample", ["x", "scales"], ["y"], mode="nearest")],
+            {"scales": np.array([1, 1, 2, 3], np.float32)},
+            9,
+            [1, 4, 10, 15],
+        ),
+        (
+            "dropout-mask",
+            [helper.make_node("Dropout", ["x"], ["y", "mask"], ratio=0.3)],
+            {},
+            11,
+            [1, 4, 5, 5],
+        ),
+        (
+            "dropout-seed",
+            [helper.make_node("Dropout", ["x", "ratio"], ["y"], seed=3)],
+            {"ratio": np.float32(0.2)},
+            13,
+            [1, 4, 5, 5],
+        ),
+        (
+            "pad-constant-value",
+            [helper.make_node("Pad", ["x", "pads", "value"], ["y"])],
+            {"pads": np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "value": np.float32(0.5)},
+            11,
+            [1, 4, 8, 8],
+        ),
+        (
+            "resize-linear-sizes",
+            [helper.make_node("Resize", ["x", "roi", "", "sizes"], ["y"], mode="linear")],
+            {"roi": np.zeros(0, np.float32), "sizes": np.array([1, 4, 9, 7], np.int64)},
+            13,
+            [1, 4, 9, 7],
+        ),
+    ],
+)
+def test_what_onnx2torch_refuses_or_cannot_export_is_rewritten(
+    tmp_path: Path,
+    name: str,
+    nodes: list[Any],
+    constants: dict[str, np.ndarray],
+    opset: int,
+    output_shape: list[int],
+) -> None:
+    path = _onnx_model(
+        tmp_path / f"{name}.onnx",
+        nodes,
+        constants,
+        opset=opset,
+        input_shape=[1, 4, 5, 5],
+        output_shape=output_shape,
+    )
+    x = np.random.default_rng(1).standard_normal((1, 4, 5, 5)).astype(np.float32)
+    expected = _ort(path, x)
+    got = _torch(path, x)
+    assert got.shape == expected.shape == tuple(output_shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_same_padded_model_reaches_tflite_and_matches_onnx_runtime(
+    workspace: dict[str, Any],
+) -> None:
+    from edge_agent.runtimes import open_session
+
+    root = workspace["root"] / "same"
+    path = same_padding_model(workspace["root"] / "same.onnx")
+    rng = np.random.default_rng(5)
+    np.savez(root.with_name("same-calib.npz"), x=rng.standard_normal((8, 3, 15, 15), dtype=np.float32))
+    samples = rng.standard_normal((16, 3, 15, 15), dtype=np.float32)
+    np.savez(root.with_name("same-eval.npz"), x=samples)
+    report = convert(
+        str(path),
+        ["raspberry-pi-5"],
+        root.with_name("same-calib.npz"),
+        root.with_name("same-eval.npz"),
+        root,
+        workspace["key"],
+        formats=["tflite"],
+        precisions=["fp32"],
+        benchmark_iterations=2,
+    )
+    result = report.profile("raspberry-pi-5")
+    chosen = result.chosen
+    assert result.format is ModelFormat.TFLITE and chosen is not None
+    assert (chosen.precision, chosen.decision) == (Precision.FP32, "packaged")
+    assert chosen.metrics is not None and chosen.metrics.cosine > 0.99999
+    assert result.bundle is not None
+    bundle = extract_bundle(Path(result.bundle.path), root / "extracted", [workspace["public"]])
+    assert bundle.directory is not None
+    with open_session(bundle.directory / "model.tflite", ModelFormat.TFLITE) as session:
+        for sample in samples[:4]:
+            x = sample[np.newaxis]
+            got = session.infer({"x": x})["y"]
+            np.testing.assert_allclose(got, _ort(path, x), rtol=1e-4, atol=1e-4)
