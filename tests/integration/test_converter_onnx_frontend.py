@@ -99,10 +99,11 @@ def test_the_fixture_is_an_opset_11_model(workspace: dict[str, Any]) -> None:
     assert {"Conv", "Gemm", "MaxPool", "Relu"} <= {n.op_type for n in model.graph.node}
 
 
+@pytest.mark.parametrize("calibration", ["minmax", "entropy", "percentile"])
 def test_an_opset_11_cnn_becomes_per_channel_int8_onnx_that_loads_and_validates(
-    workspace: dict[str, Any],
+    workspace: dict[str, Any], calibration: str
 ) -> None:
-    out = workspace["root"] / "int8"
+    out = workspace["root"] / f"int8-{calibration}"
     report = convert(
         str(workspace["onnx"]),
         [PROFILE],
@@ -112,14 +113,15 @@ def test_an_opset_11_cnn_becomes_per_channel_int8_onnx_that_loads_and_validates(
         workspace["key"],
         formats=["onnx"],
         precisions=["int8"],
+        calibrations=[calibration],
         tolerance=LOOSE,
         benchmark_iterations=2,
     )
     result = report.profile(PROFILE)
-    # The first int8 attempt loads and passes (before: "Unrecognized attribute: axis for operator
+    # The int8 attempt loads and passes (before: "Unrecognized attribute: axis for operator
     # DequantizeLinear" for every calibration method, and fp32 was packaged).
     first = result.attempts[0]
-    assert (first.label, first.decision) == ("int8/minmax", "packaged")
+    assert (first.label, first.decision) == (f"int8/{calibration}", "packaged")
     chosen = result.chosen
     assert chosen is not None and chosen.precision is Precision.INT8
     assert chosen.metrics is not None and chosen.metrics.cosine > 0.98
