@@ -8,7 +8,8 @@ PaddlePaddle's exports (and other opset-11 models) use a few forms that onnx2tor
   onnx2torch would refuse them in turn, the padding moves out of the node: an AveragePool pads
   with a ``Pad`` first (and, when padded cells must not count, scales each output by the window's
   size over its count of real cells, a constant); a ConvTranspose computes its full output and a
-  ``Slice`` crops it.
+  ``Slice`` crops it. A ConvTranspose's ``output_shape``, which onnx2torch ignores (its output
+  came out the full size), is written as pads the same way.
 - ``Dropout`` (inference is the identity; onnx2torch refuses a ``seed`` and the mask output).
 - Models older than opset 11: onnx2torch has no converter for ``Upsample`` (opset 7 to 9), nor for
   the opset-1 ``Slice``; they are upgraded to opset 11 (``onnx.version_converter``, which turns
@@ -77,11 +78,36 @@ def same_transpose_pads(
     """
     if mode not in SAME_MODES:
         raise ValueError(f"auto_pad {mode!r} is not one of {SAME_MODES}")
+    outputs = [size * s for size, s in zip(sizes, strides, strict=True)]
+    return transpose_pads(sizes, kernel, strides, dilations, output_padding, outputs, mode)
+
+
+def transpose_pads(
+    sizes: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    output_padding: Sequence[int],
+    outputs: Sequence[int],
+    mode: str,
+) -> list[int]:
+    """The ``pads`` that give a ConvTranspose the spatial ``outputs`` (its ``output_shape``).
+
+    The full output is ``stride * (size - 1) + output_padding + (kernel - 1) * dilation + 1``; the
+    difference is split in two, the odd one out at the end for ``SAME_UPPER`` and at the start
+    otherwise (ONNX's rule for ``output_shape``, and ONNX Runtime's). An output larger than the
+    full one cannot be written as pads: ``ValueError``.
+    """
     begins, ends = [], []
-    for size, k, s, d, extra in zip(sizes, kernel, strides, dilations, output_padding, strict=True):
-        total = s * (size - 1) + extra + (k - 1) * d + 1 - size * s
+    for size, k, s, d, extra, out in zip(
+        sizes, kernel, strides, dilations, output_padding, outputs, strict=True
+    ):
+        total = s * (size - 1) + extra + (k - 1) * d + 1 - out
         if total < 0:
-            raise ValueError(f"the kernel ({k}, dilation {d}) is smaller than its stride ({s})")
+            raise ValueError(
+                f"an output of {out} is larger than the full output {out + total} (kernel {k}, "
+                f"dilation {d}, stride {s}, output_padding {extra})"
+            )
         small, large = total // 2, total - total // 2
         begin, end = (small, large) if mode == "SAME_UPPER" else (large, small)
         begins.append(begin)
@@ -116,7 +142,7 @@ def rewrite_for_onnx2torch(model: Any) -> tuple[Any, list[str]]:
     """
     done: list[str] = []
     _dropout_as_identity(model, done)
-    if any(_auto_pad(node) in SAME_MODES for node in model.graph.node if node.op_type in _PADDED_OPS):
+    if any(_needs_explicit_pads(node) for node in model.graph.node):
         _explicit_pads(model, done)
     return model, done
 
@@ -189,6 +215,13 @@ def _dropout_as_identity(model: Any, done: list[str]) -> None:
 # --- auto_pad -----------------------------------------------------------------------------------
 
 
+def _needs_explicit_pads(node: Any) -> bool:
+    if node.op_type not in _PADDED_OPS:
+        return False
+    output_shape = node.op_type == "ConvTranspose" and bool(_ints_attribute(node, "output_shape"))
+    return output_shape or _auto_pad(node) in SAME_MODES
+
+
 def _auto_pad(node: Any) -> str:
     value = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -236,15 +269,17 @@ def _explicit_pads(model: Any, done: list[str]) -> None:
     nodes = list(model.graph.node)
     del model.graph.node[:]
     for index, node in enumerate(nodes):
-        mode = _auto_pad(node)
-        if node.op_type not in _PADDED_OPS or mode not in SAME_MODES:
+        if not _needs_explicit_pads(node):
             model.graph.node.append(node)
             continue
+        mode = _auto_pad(node)
+        output_shape = _ints_attribute(node, "output_shape") if node.op_type == "ConvTranspose" else None
+        what = f"auto_pad={mode}" if mode in SAME_MODES else f"output_shape={output_shape}"
         name = f"{node.name or f'#{index}'} (output {node.output[0]!r})"
         shape = shapes.get(node.input[0])
         if shape is None or len(shape) < 3:
             raise ConversionError(
-                f"{node.op_type} {name} uses auto_pad={mode}, which onnx2torch cannot translate, and the "
+                f"{node.op_type} {name} uses {what}, which onnx2torch cannot translate, and the "
                 f"shape of its input {node.input[0]!r} is not static, so its pads cannot be computed",
                 step="export",
                 format=_FORMAT,
@@ -256,7 +291,7 @@ def _explicit_pads(model: Any, done: list[str]) -> None:
         kernel = _kernel(node, shapes, len(sizes))
         if kernel is None:
             raise ConversionError(
-                f"{node.op_type} {name} uses auto_pad={mode}, and its kernel shape is unknown",
+                f"{node.op_type} {name} uses {what}, and its kernel shape is unknown",
                 step="export",
                 format=_FORMAT,
                 hint="pick --format onnx or openvino, which take auto_pad as it is",
@@ -265,12 +300,12 @@ def _explicit_pads(model: Any, done: list[str]) -> None:
         dilations = _ints_attribute(node, "dilations") or [1] * len(sizes)
         if node.op_type == "ConvTranspose":
             model.graph.node.extend(
-                _conv_transpose(model, node, name, sizes, kernel, strides, dilations, mode)
+                _conv_transpose(model, node, name, sizes, kernel, strides, dilations, mode, output_shape)
             )
         else:
             pads = same_pads(sizes, kernel, strides, dilations, mode)
             model.graph.node.extend(_padded(model, node, name, shape, kernel, strides, pads))
-        done.append(f"{node.op_type} {name}: auto_pad={mode} written as explicit pads")
+        done.append(f"{node.op_type} {name}: {what} written as explicit pads")
 
 
 def _kernel(node: Any, shapes: dict[str, list[int] | None], rank: int) -> list[int] | None:
@@ -366,17 +401,26 @@ def _conv_transpose(
     strides: list[int],
     dilations: list[int],
     mode: str,
+    output_shape: list[int] | None,
 ) -> list[Any]:
-    """A SAME ConvTranspose with explicit pads; asymmetric ones as the full output cropped by a Slice."""
+    """A ConvTranspose with SAME padding or an ``output_shape`` as explicit pads.
+
+    Asymmetric pads (which onnx2torch refuses) become the full output cropped by a Slice.
+    """
     from onnx import helper
 
     rank = len(sizes)
     output_padding = _ints_attribute(node, "output_padding") or [0] * rank
+    if output_shape:
+        outputs = output_shape[-rank:]
+    else:
+        outputs = [size * s for size, s in zip(sizes, strides, strict=True)]
+    what = f"output_shape={output_shape}" if output_shape else f"auto_pad={mode}"
     try:
-        pads = same_transpose_pads(sizes, kernel, strides, dilations, output_padding, mode)
+        pads = transpose_pads(sizes, kernel, strides, dilations, output_padding, outputs, mode)
     except ValueError as exc:
         raise ConversionError(
-            f"ConvTranspose {name} uses auto_pad={mode}, which cannot be written as pads: {exc}",
+            f"ConvTranspose {name} uses {what}, which cannot be written as pads: {exc}",
             step="export",
             format=_FORMAT,
             hint="pick --format onnx or openvino, which take auto_pad as it is",

@@ -370,6 +370,13 @@ def test_auto_pad_with_an_unknown_spatial_shape_fails_with_the_reason(tmp_path: 
     ("name", "nodes", "constants", "opset", "output_shape"),
     [
         (
+            "conv-transpose-output-shape",
+            [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], output_shape=[10, 9])],
+            {"w": np.random.default_rng(2).standard_normal((4, 3, 3, 3)).astype(np.float32)},
+            11,
+            [1, 3, 10, 9],
+        ),
+        (
             "upsample-opset9",
             [helper.make_node("Upsample", ["x", "scales"], ["y"], mode="nearest")],
             {"scales": np.array([1, 1, 2, 3], np.float32)},

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from converter.exporters.onnx_rewrite import same_pads, same_transpose_pads, valid_counts
+from converter.exporters.onnx_rewrite import same_pads, same_transpose_pads, transpose_pads, valid_counts
 
 
 def _output(size: int, k: int, s: int, d: int, begin: int, end: int) -> int:
@@ -77,10 +77,29 @@ def test_same_transpose_pads(size: int, kernel: int, stride: int, upper: list[in
 
 
 def test_a_transpose_kernel_smaller_than_its_stride_cannot_be_padded() -> None:
-    with pytest.raises(ValueError, match="smaller than its stride"):
+    with pytest.raises(ValueError, match="larger than the full output"):
         same_transpose_pads([5], [1], [2], [1], [0], "SAME_UPPER")
     # output_padding makes up for it
     assert same_transpose_pads([5], [1], [2], [1], [1], "SAME_UPPER") == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("output", "notset", "upper"),
+    [
+        (11, [0, 0], [0, 0]),  # the full output: 2*4 + 3
+        (10, [1, 0], [0, 1]),  # output_shape without auto_pad: the odd one out at the start
+        (9, [1, 1], [1, 1]),
+        (8, [2, 1], [1, 2]),
+    ],
+)
+def test_transpose_pads_for_an_output_shape(output: int, notset: list[int], upper: list[int]) -> None:
+    assert transpose_pads([5], [3], [2], [1], [0], [output], "NOTSET") == notset
+    assert transpose_pads([5], [3], [2], [1], [0], [output], "SAME_UPPER") == upper
+
+
+def test_an_output_shape_beyond_the_full_output_cannot_be_padded() -> None:
+    with pytest.raises(ValueError, match="an output of 12 is larger than the full output 11"):
+        transpose_pads([5], [3], [2], [1], [0], [12], "NOTSET")
 
 
 def test_valid_counts_count_the_real_cells_of_each_window() -> None:
