@@ -9,9 +9,11 @@ PyTorch source. Three things make that route hold:
    onnxscript's optimizer then folds the ``Shape → Slice → Concat`` chains that exporters emit for
    dynamic shapes (and BatchNorm into the convolutions) away.
 2. **Constant shape arguments are baked in.** onnx2torch keeps the ``shape`` of a Reshape (and
-   the starts/ends of a Slice, the shape of an Expand, the repeats of a Tile) as buffers and reads
-   their values in ``forward``; ``torch.export`` traces buffers as fake tensors, whose values it
-   cannot read. Those modules are replaced by ones holding the values as Python ints.
+   the starts/ends of a Slice, the shape of an Expand, the repeats of a Tile, the pads of a Pad,
+   the scales or sizes of a Resize) as buffers and reads their values in ``forward``;
+   ``torch.export`` traces buffers as fake tensors, whose values it cannot read. Those modules are
+   replaced by ones holding the values as Python ints (and floats). What onnx2torch refuses
+   outright (``auto_pad`` SAME, Upsample, ...) is rewritten first (``converter.exporters.onnx_rewrite``).
 3. **torchvision is stood in for.** onnx2torch imports torchvision for its NonMaxSuppression and
    RoiAlign converters only, and PyPI's torchvision cannot sit beside the CPU torch here. While
    onnx2torch is imported (and only then), a stand-in ``torchvision`` whose functions raise
