@@ -277,9 +277,6 @@ def _quantize_static(
         quant_pre_process(str(start), str(prepared), skip_symbolic_shape=True)
     except Exception:  # pre-processing only helps: quantize the model as it is
         shutil.copyfile(start, prepared)
-    finally:
-        for written in directory.glob(f"{upgraded.name}*"):
-            written.unlink()
     reader = _Reader(calibration, _static_batch(base))
     ort_method = getattr(OrtMethod, _ORT_METHODS[method])
     if method is CalibrationMethod.ENTROPY:
@@ -306,6 +303,8 @@ def _quantize_static(
     finally:
         prepared.unlink(missing_ok=True)
         cache.unlink(missing_ok=True)
+        for written in directory.glob(f"{upgraded.name}*"):  # with its external data, if it has any
+            written.unlink()
     return qdq.notes
 
 

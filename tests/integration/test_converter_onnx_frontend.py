@@ -127,6 +127,7 @@ def test_an_opset_11_cnn_becomes_per_channel_int8_onnx_that_loads_and_validates(
     assert chosen.metrics is not None and chosen.metrics.cosine > 0.98
     assert any("upgraded from opset 11 to opset 13" in note for note in chosen.runtime_notes)
     assert "upgraded from opset 11 to opset 13" in (out / "report.md").read_text()
+    assert not list(out.rglob("upgraded.onnx*")), "the upgraded copy is scratch"
     assert result.bundle is not None
     bundle = extract_bundle(Path(result.bundle.path), out / "extracted", [workspace["public"]])
     assert bundle.directory is not None
