@@ -10,6 +10,8 @@ PaddlePaddle's exports (and other opset-11 models) use a few forms that onnx2tor
   size over its count of real cells, a constant); a ConvTranspose computes its full output and a
   ``Slice`` crops it. A ConvTranspose's ``output_shape``, which onnx2torch ignores (its output
   came out the full size), is written as pads the same way.
+- Constant chains left unfolded (torch.onnx's opset-11 ``Pad`` computes its pads from a
+  ``ConstantOfShape``), which onnx2torch would compute at run time: evaluated into initializers.
 - ``Dropout`` (inference is the identity; onnx2torch refuses a ``seed`` and the mask output).
 - Models older than opset 11: onnx2torch has no converter for ``Upsample`` (opset 7 to 9), nor for
   the opset-1 ``Slice``; they are upgraded to opset 11 (``onnx.version_converter``, which turns
@@ -141,6 +143,7 @@ def rewrite_for_onnx2torch(model: Any) -> tuple[Any, list[str]]:
     ``ConversionError`` (step ``export``) when a needed shape is unknown.
     """
     done: list[str] = []
+    fold_constants(model, done)
     _dropout_as_identity(model, done)
     if any(_needs_explicit_pads(node) for node in model.graph.node):
         _explicit_pads(model, done)
@@ -179,7 +182,91 @@ def at_least_opset_11(model: Any) -> tuple[Any, list[str]]:
     return upgraded, [f"upgraded from opset {opset} to {MIN_OPSET} (Upsample becomes Resize)"]
 
 
-# --- training leftovers -------------------------------------------------------------------------
+# --- constants -----------------------------------------------------------------------------------
+
+# Folded outputs are capped in size: a ConstantOfShape or Expand may be meant to build a big tensor
+# at run time, which should not be written into the model.
+FOLD_MAX_ELEMENTS = 1 << 16
+# Operators whose output is not a function of their inputs.
+_NOT_FOLDABLE = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
+
+
+def fold_constants(model: Any, done: list[str] | None = None) -> int:
+    """Evaluate the nodes whose inputs are all constants (small outputs only) into initializers.
+
+    onnxscript's optimizer leaves some constant chains alone, e.g. the ``ConstantOfShape → Concat →
+    Reshape → Slice → Transpose`` that torch.onnx writes at opset 11 for a ``Pad``'s pads. onnx2torch
+    would compute those at run time, which ``torch.export`` cannot trace; as initializers they are
+    baked. Evaluated with onnx's reference implementation, one node at a time. Returns the count.
+    """
+    from onnx import numpy_helper
+
+    constants = _constants(model)
+    opsets = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    graph_outputs = {value.name for value in model.graph.output}
+    folded, kept = 0, []
+    for node in model.graph.node:
+        foldable = (
+            node.domain in ("", "ai.onnx")
+            and node.op_type not in _NOT_FOLDABLE
+            and not any(a.type in (a.GRAPH, a.GRAPHS) for a in node.attribute)
+            and all(name == "" or name in constants for name in node.input)
+            and not any(name in graph_outputs for name in node.output)
+        )
+        values = _evaluate(node, constants, opsets) if foldable else None
+        if values is None or (node.op_type != "Constant" and any(v.size > FOLD_MAX_ELEMENTS for v in values)):
+            kept.append(node)
+            continue
+        for name, value in zip(node.output, values, strict=True):
+            if name:
+                constants[name] = value
+                model.graph.initializer.append(numpy_helper.from_array(value, name=name))
+        folded += 1
+    if folded:
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        used = {name for node in kept for name in node.input} | {v.name for v in model.graph.output}
+        used |= {v.name for v in model.graph.input}  # old models list their initializers as inputs too
+        for tensor in [t for t in model.graph.initializer if t.name not in used]:
+            model.graph.initializer.remove(tensor)
+        if done is not None:
+            done.append(f"{folded} constant nodes folded into initializers")
+    return folded
+
+
+def _evaluate(node: Any, constants: dict[str, np.ndarray], opsets: list[Any]) -> list[np.ndarray] | None:
+    """The node's outputs on its constant inputs, or None when onnx's reference cannot run it."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [name for name in node.input if name]
+    outputs = [name for name in node.output if name]
+    try:
+        graph = helper.make_graph(
+            [node],
+            "fold",
+            [
+                helper.make_tensor_value_info(
+                    name, helper.np_dtype_to_tensor_dtype(constants[name].dtype), None
+                )
+                for name in inputs
+            ],
+            [helper.make_tensor_value_info(name, 0, None) for name in outputs],
+        )
+        results = ReferenceEvaluator(helper.make_model(graph, opset_imports=opsets)).run(
+            None, {name: constants[name] for name in inputs}
+        )
+    except Exception:  # folding only helps: keep the node
+        return None
+    arrays = iter([np.asarray(r) for r in results])
+    if len(results) != len(outputs):
+        return None
+    return [next(arrays) if name else np.zeros(0) for name in node.output]
+
+
+# --- Dropout -------------------------------------------------------------------------------------
 
 
 def _used_names(model: Any) -> set[str]:

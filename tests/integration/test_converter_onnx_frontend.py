@@ -472,3 +472,78 @@ def test_a_same_padded_model_reaches_tflite_and_matches_onnx_runtime(
             x = sample[np.newaxis]
             got = session.infer({"x": x})["y"]
             np.testing.assert_allclose(got, _ort(path, x), rtol=1e-4, atol=1e-4)
+
+
+class Opset11Mix(torch.nn.Module):
+    """What torch.onnx's TorchScript exporter writes at opset 11 for common layers, as old exports have.
+
+    hardswish (HardSigmoid and Mul), relu6 (Clip with constant inputs), a squeeze-excite gate,
+    nearest and bilinear upsampling (Resize with scales, and with sizes computed from shapes), a
+    ConvTranspose, an asymmetric functional.pad (whose pads come out of a ConstantOfShape → Concat → Reshape →
+    Slice → Transpose chain) and a softmax.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.depthwise = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.up = torch.nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.fc = torch.nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch.nn import functional
+
+        y = functional.hardswish(self.bn(self.conv(x)))
+        y = functional.relu6(self.depthwise(y)) * torch.sigmoid(functional.adaptive_avg_pool2d(y, 1))
+        near = functional.interpolate(y, scale_factor=2.0, mode="nearest")
+        linear = functional.interpolate(
+            y, size=(near.shape[2], near.shape[3]), mode="bilinear", align_corners=False
+        )
+        u = functional.pad(self.up(near + linear), (1, 0, 0, 1))
+        return torch.softmax(self.fc(u.mean((2, 3))), 1)
+
+
+def test_an_opset_11_torch_export_with_common_layers_translates_and_matches(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = export_opset11(Opset11Mix(), tmp_path / "mix11.onnx", (1, 3, 16, 16))
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"ConstantOfShape", "Pad", "Resize", "HardSigmoid", "Clip"} <= ops
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(_torch(path, x), _ort(path, x), rtol=1e-5, atol=1e-6)
+
+
+def test_constant_chains_fold_and_big_constants_stay_computed() -> None:
+    from onnx import numpy_helper
+
+    from converter.exporters.onnx_rewrite import FOLD_MAX_ELEMENTS, fold_constants
+
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    nodes = [
+        helper.make_node("ConstantOfShape", ["small"], ["ones"], value=one),
+        helper.make_node("Mul", ["ones", "two"], ["twos"]),
+        helper.make_node("Add", ["x", "twos"], ["y"]),
+        helper.make_node("ConstantOfShape", ["big"], ["huge"], value=one),
+        helper.make_node("ReduceSum", ["huge"], ["z"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fold",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [4]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, []),
+        ],
+        initializer=[
+            numpy_helper.from_array(np.array([4], np.int64), "small"),
+            numpy_helper.from_array(np.array([FOLD_MAX_ELEMENTS + 1], np.int64), "big"),
+            numpy_helper.from_array(np.float32(2.0), "two"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    assert fold_constants(model) == 2
+    assert [n.op_type for n in model.graph.node] == ["Add", "ConstantOfShape", "ReduceSum"]
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    assert initializers["twos"].tolist() == [2.0, 2.0, 2.0, 2.0]
+    assert "small" not in initializers and "two" not in initializers  # nothing reads them any more
+    onnx.checker.check_model(model)
