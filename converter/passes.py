@@ -413,6 +413,8 @@ def open_artifact(artifact: Artifact, profile: HardwareProfile, source: SourceMo
             hint="the artifact is broken or uses an operator this runtime lacks; "
             "pick another precision or format",
         ) from exc
+    except ConversionError:
+        raise
     except Exception as exc:  # whatever else a runtime raises on load is a failed attempt, not a crash
         raise ConversionError(
             f"the {fmt.value} runtime cannot load the {artifact.attempt.label} model: "
