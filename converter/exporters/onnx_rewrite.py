@@ -36,7 +36,7 @@ _FORMAT = ModelFormat.TFLITE.value
 SAME_MODES = ("SAME_UPPER", "SAME_LOWER")
 _PADDED_OPS = ("Conv", "ConvTranspose", "MaxPool", "AveragePool")
 # Older models are upgraded to this opset: onnx2torch lacks Upsample (Resize from opset 10) and
-# the attribute forms of Slice and Pad's successors.
+# the opset-1 Slice, and the rewrites here write Pad and Slice with their arguments as inputs.
 MIN_OPSET = 11
 
 
