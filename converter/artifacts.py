@@ -16,13 +16,15 @@ class Artifact:
 
     ``files`` maps each file name (relative to ``directory``, and the name it gets in the bundle)
     to its role: ``model`` for the entry point, ``weights`` for sidecars such as OpenVINO's .bin or
-    ONNX external data, which must travel together with it.
+    ONNX external data, which must travel together with it. ``notes`` say what the build changed
+    on its way (an opset upgrade, a per-tensor fallback); the report carries them with the attempt.
     """
 
     attempt: Attempt
     directory: Path
     model_file: str
     files: dict[str, FileRole] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.model_file not in self.files:

@@ -322,6 +322,7 @@ class QuantizePass(Pass[QuantizeConfig]):
                     unsigned_activations=unsigned_activations_for(target.profile),
                 )
         state.artifact = artifact
+        state.runtime_notes = list(artifact.notes)  # reported even when the artifact fails to load
 
 
 def _control_scorer(
@@ -421,6 +422,7 @@ class ValidatePass(Pass[ValidateConfig]):
             outputs = run_batches(session, evaluation, self.config.batch_size, advance)
             state.provider = session.provider
             state.runtime_notes = [
+                *artifact.notes,
                 *session.fallbacks,
                 *getattr(session, "dtype_notes", []),
                 *int8_kernel_notes(artifact, target.profile),
@@ -485,6 +487,17 @@ def open_artifact(artifact: Artifact, profile: HardwareProfile, source: SourceMo
     except RuntimeBackendError as exc:
         raise ConversionError(
             f"the {fmt.value} runtime cannot load the {artifact.attempt.label} model: {exc}",
+            step="validate",
+            format=fmt.value,
+            hint="the artifact is broken or uses an operator this runtime lacks; "
+            "pick another precision or format",
+        ) from exc
+    except ConversionError:
+        raise
+    except Exception as exc:  # whatever else a runtime raises on load is a failed attempt, not a crash
+        raise ConversionError(
+            f"the {fmt.value} runtime cannot load the {artifact.attempt.label} model: "
+            f"{describe_failure(exc)}",
             step="validate",
             format=fmt.value,
             hint="the artifact is broken or uses an operator this runtime lacks; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,7 @@ def build_onnx_variant(
     """
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / MODEL_FILE
+    notes: list[str] = []
     with quiet():
         try:
             if attempt.precision is Precision.FP32:
@@ -96,7 +98,7 @@ def build_onnx_variant(
             elif attempt.precision is Precision.FP16:
                 _to_fp16(base, out)
             elif attempt.precision is Precision.INT8:
-                _quantize_static(
+                notes = _quantize_static(
                     base,
                     out,
                     calibration,
@@ -117,7 +119,9 @@ def build_onnx_variant(
                 format=ModelFormat.ONNX.value,
                 hint="try another precision with --precision, or a different calibration set",
             ) from exc
-    return Artifact(attempt=attempt, directory=directory, model_file=MODEL_FILE, files=onnx_files(directory))
+    return Artifact(
+        attempt=attempt, directory=directory, model_file=MODEL_FILE, files=onnx_files(directory), notes=notes
+    )
 
 
 # --- fp32 export --------------------------------------------------------------------------------
@@ -251,7 +255,8 @@ def _quantize_static(
     *,
     reduce_range: bool,
     unsigned_activations: bool,
-) -> None:
+) -> list[str]:
+    """Quantize ``base`` into ``out``; return the notes for the report (opset upgrade, per-tensor)."""
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -264,11 +269,14 @@ def _quantize_static(
             hint=f"use one of {', '.join(m.value for m in _ORT_METHODS)}",
         )
     prepared = directory / "preprocessed.onnx"
+    upgraded = directory / "upgraded.onnx"
     cache = directory / "calibration.json"
+    qdq = qdq_opset(base, upgraded, per_channel=constraints.per_channel)
+    start = upgraded if qdq.upgraded else base
     try:
-        quant_pre_process(str(base), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(start), str(prepared), skip_symbolic_shape=True)
     except Exception:  # pre-processing only helps: quantize the model as it is
-        shutil.copyfile(base, prepared)
+        shutil.copyfile(start, prepared)
     reader = _Reader(calibration, _static_batch(base))
     ort_method = getattr(OrtMethod, _ORT_METHODS[method])
     if method is CalibrationMethod.ENTROPY:
@@ -279,7 +287,7 @@ def _quantize_static(
             str(out),
             None if cache.is_file() else reader,
             quant_format=QuantFormat.QDQ,
-            per_channel=constraints.per_channel,
+            per_channel=qdq.per_channel,
             reduce_range=reduce_range,
             activation_type=QuantType.QUInt8 if unsigned_activations else QuantType.QInt8,
             weight_type=QuantType.QInt8,
@@ -295,6 +303,73 @@ def _quantize_static(
     finally:
         prepared.unlink(missing_ok=True)
         cache.unlink(missing_ok=True)
+        for written in directory.glob(f"{upgraded.name}*"):  # with its external data, if it has any
+            written.unlink()
+    return qdq.notes
+
+
+# Per-channel QDQ writes DequantizeLinear (and QuantizeLinear) with an ``axis``, which ONNX added in
+# opset 13: ONNX Runtime refuses an older model that has one ("Unrecognized attribute: axis").
+# quantize_static does not upgrade the model itself (only below opset 10, to 11).
+QDQ_PER_CHANNEL_OPSET = 13
+
+
+@dataclass(frozen=True)
+class QdqOpset:
+    """How a model goes into static QDQ: upgraded (written to the given path) or not, per channel or not."""
+
+    opset: int | None
+    upgraded: bool
+    per_channel: bool
+    notes: list[str]
+
+
+def onnx_opset(model: Any) -> int | None:
+    """The model's default-domain (``ai.onnx``) opset, or None when it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def qdq_opset(base: Path, upgraded: Path, *, per_channel: bool) -> QdqOpset:
+    """Make ``base`` fit for per-channel QDQ: upgrade it to opset 13 (into ``upgraded``) when older.
+
+    When the upgrade fails (no adapter for some operator, or the upgraded model does not check), the
+    model is quantized per tensor at its own opset instead, whose QDQ needs no ``axis``. Either way
+    the returned notes say so.
+    """
+    import onnx
+    import onnx.version_converter
+
+    if not per_channel:
+        return QdqOpset(None, False, False, [])
+    model = onnx.load(str(base), load_external_data=True)
+    opset = onnx_opset(model)
+    if opset is None or opset >= QDQ_PER_CHANNEL_OPSET:
+        return QdqOpset(opset, False, True, [])
+    try:
+        converted = onnx.version_converter.convert_version(model, QDQ_PER_CHANNEL_OPSET)
+        onnx.checker.check_model(converted, full_check=True)
+        save_onnx(converted, upgraded)
+    except Exception as exc:
+        upgraded.unlink(missing_ok=True)
+        return QdqOpset(
+            opset,
+            False,
+            False,
+            [
+                f"quantized per tensor: the model is opset {opset}, per-channel QDQ needs opset "
+                f"{QDQ_PER_CHANNEL_OPSET} (DequantizeLinear's axis), and the upgrade failed "
+                f"({describe_failure(exc)})"
+            ],
+        )
+    return QdqOpset(
+        opset,
+        True,
+        True,
+        [
+            f"upgraded from opset {opset} to opset {QDQ_PER_CHANNEL_OPSET} before quantizing: "
+            "per-channel QDQ needs DequantizeLinear's axis, which opset 13 added"
+        ],
+    )
 
 
 # ONNX Runtime's Entropy calibrator defaults to 128 histogram bins for 128 quantized bins, which

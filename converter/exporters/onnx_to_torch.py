@@ -9,9 +9,11 @@ PyTorch source. Three things make that route hold:
    onnxscript's optimizer then folds the ``Shape → Slice → Concat`` chains that exporters emit for
    dynamic shapes (and BatchNorm into the convolutions) away.
 2. **Constant shape arguments are baked in.** onnx2torch keeps the ``shape`` of a Reshape (and
-   the starts/ends of a Slice, the shape of an Expand, the repeats of a Tile) as buffers and reads
-   their values in ``forward``; ``torch.export`` traces buffers as fake tensors, whose values it
-   cannot read. Those modules are replaced by ones holding the values as Python ints.
+   the starts/ends of a Slice, the shape of an Expand, the repeats of a Tile, the pads of a Pad,
+   the scales or sizes of a Resize) as buffers and reads their values in ``forward``;
+   ``torch.export`` traces buffers as fake tensors, whose values it cannot read. Those modules are
+   replaced by ones holding the values as Python ints (and floats). What onnx2torch refuses
+   outright (``auto_pad`` SAME, Upsample, ...) is rewritten first (``converter.exporters.onnx_rewrite``).
 3. **torchvision is stood in for.** onnx2torch imports torchvision for its NonMaxSuppression and
    RoiAlign converters only, and PyPI's torchvision cannot sit beside the CPU torch here. While
    onnx2torch is imported (and only then), a stand-in ``torchvision`` whose functions raise
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from converter.errors import ConversionError, describe_failure, unsupported_operator
+from converter.exporters.onnx_rewrite import at_least_opset_11, rewrite_for_onnx2torch
 from hw_profiles.schema import ModelFormat
 
 _FORMAT = ModelFormat.TFLITE.value
@@ -62,9 +65,11 @@ def _convert_cached(path: str, _mtime_ns: int, batch: int) -> Any:
     model = onnx.load(path, load_external_data=True)
     _refuse_torchvision_operators(model)
     fix_batch(model, batch)
+    model, _upgraded = at_least_opset_11(model)
     model = _fold(model)
     model = _within_onnx2torch_opset(model)
     _drop_needless_allowzero(model)
+    model, _rewritten = rewrite_for_onnx2torch(model)
     onnx2torch = import_onnx2torch()
     try:
         module = onnx2torch.convert(model)
@@ -216,13 +221,16 @@ def bake_constant_arguments(module: Any) -> int:
     for node in list(module.graph.nodes):
         if node.op != "call_module":
             continue
-        build = _BAKERS.get(type(module.get_submodule(node.target)).__name__)
-        constants = node.args[1:]
+        original = module.get_submodule(node.target)
+        build = _BAKERS.get(type(original).__name__)
+        if type(original).__name__ in _BAKERS_WITH_MODULE:
+            build = functools.partial(_BAKERS_WITH_MODULE[type(original).__name__], original=original)
+        constants = _arguments_after_data(original, node)
         if build is None or not constants or not all(_is_constant(a) for a in constants):
             continue
         values = [None if a is None else _constant(module, a.target) for a in constants]
         module.add_submodule(node.target, build(values))
-        node.args = (node.args[0],)
+        node.args, node.kwargs = (node.args[0],), {}
         replaced += 1
     if replaced:
         module.graph.eliminate_dead_code()
@@ -230,6 +238,25 @@ def bake_constant_arguments(module: Any) -> int:
         module.recompile()
     assert isinstance(module, torch.nn.Module)
     return replaced
+
+
+def _arguments_after_data(original: Any, node: Any) -> list[Any]:
+    """The node's arguments after the data, in ``forward``'s order; keywords where an input was skipped.
+
+    onnx2torch passes the inputs after an empty one (Resize's ``roi, "", sizes``) by keyword.
+    """
+    import inspect
+
+    positional = list(node.args[1:])
+    if not node.kwargs:
+        return positional
+    names = list(inspect.signature(original.forward).parameters)[1:]
+    merged: list[Any] = positional + [None] * (len(names) - len(positional))
+    for key, value in node.kwargs.items():
+        if key not in names:
+            return [object()]  # not a form this code knows: not constant, left as it is
+        merged[names.index(key)] = value
+    return merged
 
 
 def _is_constant(arg: Any) -> bool:
@@ -315,6 +342,67 @@ def _static_tile(values: list[Any]) -> Any:
             return x.repeat(repeats)
 
     return StaticTile()
+
+
+def _static_pad(values: list[Any], *, original: Any) -> Any:
+    from onnx2torch.node_converters.pad import (
+        OnnxPadStatic,
+        _onnx_padding_to_torch,
+        _torch_padding_to_mode_format,
+    )
+
+    # ONNX Pad (opset 11+) with constant pads (and fill value): the pads as ints, as for opset 2.
+    mode = original.mode
+    pads = _torch_padding_to_mode_format(_onnx_padding_to_torch(_ints(values[0])), mode)
+    value = 0.0 if len(values) < 2 or values[1] is None else float(values[1].reshape(-1)[0])
+    return OnnxPadStatic(pads=pads, mode=mode, constant_value=value)
+
+
+def _static_resize(values: list[Any], *, original: Any) -> Any:
+    """ONNX Resize (opset 10: scales; 11+: roi, scales, sizes) with constant arguments, as ints and floats.
+
+    onnx2torch's ``OnnxResize`` reads the scales or sizes tensor in ``forward``; this one holds them.
+    The checks are onnx2torch's, made once here (they raise ``NotImplementedError`` as its do).
+    """
+    import torch
+    from onnx2torch.node_converters.resize import _onnx_mode_to_torch_mode
+
+    resize = getattr(original, "_resize", original)  # OnnxResizeV10 wraps an OnnxResize
+    if type(original).__name__ == "OnnxResizeV10":
+        roi, scales, sizes = None, values[0], None
+    else:
+        roi, scales, sizes = (*values, None, None, None)[:3]
+    if not resize.ignore_roi and roi is not None and roi.numel() != 0:
+        raise NotImplementedError("roi logic is not implemented.")
+    size: list[int] | None = None
+    factors: list[float] | None = None
+    if sizes is not None and sizes.numel() != 0:
+        size = _ints(sizes)[2:]
+    elif scales is not None and scales.numel() != 0:
+        every = [float(v) for v in scales.reshape(-1).tolist()]
+        if every[:2] != [1.0, 1.0]:
+            raise NotImplementedError("Pytorch's interpolate cannot scale channel or batch dimensions.")
+        factors = every[2:]
+    onnx_mode, align_corners = resize.onnx_mode, resize.align_corners
+
+    class StaticResize(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(
+                x,
+                size=size,
+                scale_factor=factors,
+                mode=_onnx_mode_to_torch_mode(onnx_mode, x.dim() - 2),
+                align_corners=align_corners,
+            )
+
+    return StaticResize()
+
+
+_BAKERS_WITH_MODULE: dict[str, Callable[..., Any]] = {
+    "OnnxPadDynamic": _static_pad,
+    "OnnxResize": _static_resize,
+    "OnnxResizeV10": _static_resize,
+}
 
 
 _BAKERS: dict[str, Callable[[list[Any]], Any]] = {
