@@ -16,13 +16,15 @@ class Artifact:
 
     ``files`` maps each file name (relative to ``directory``, and the name it gets in the bundle)
     to its role: ``model`` for the entry point, ``weights`` for sidecars such as OpenVINO's .bin or
-    ONNX external data, which must travel together with it.
+    ONNX external data, which must travel together with it. ``notes`` go into the report with the
+    attempt's runtime notes (e.g. the ops an int8 model left in float).
     """
 
     attempt: Attempt
     directory: Path
     model_file: str
     files: dict[str, FileRole] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the report should say about it (warnings)
 
     def __post_init__(self) -> None:
         if self.model_file not in self.files:

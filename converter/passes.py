@@ -351,6 +351,7 @@ class ValidatePass(Pass[ValidateConfig]):
             outputs = run_batches(session, evaluation, self.config.batch_size, advance)
             state.provider = session.provider
             state.runtime_notes = [
+                *artifact.notes,
                 *session.fallbacks,
                 *getattr(session, "dtype_notes", []),
                 *int8_kernel_notes(artifact, target.profile),
