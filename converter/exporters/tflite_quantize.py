@@ -6,8 +6,9 @@ every quantized aten op, and real models use ops it lacks (``aten.mul.Tensor`` i
 litert-torch already lowered, so anything that exports to fp32 TFLite can be quantized:
 
 - recipe ``static_wi8_ai8``: int8 weights (symmetric, per channel unless the profile asks for
-  per-tensor), int8 activations (asymmetric, per tensor), min/max ranges calibrated on the
-  converter's calibration arrays, fed through the model's signature one batch at a time;
+  per-tensor), int8 activations (asymmetric, per tensor), with each tensor's minimum and maximum
+  over the converter's calibration arrays (fed through the model's signature one batch at a
+  time) as its range;
 - int8 input and output tensors when the profile needs full-integer models (the Edge TPU); float
   I/O otherwise, by leaving the INPUT and OUTPUT "ops" unquantized (``no_quantize``): the model
   starts with a QUANTIZE and ends with a DEQUANTIZE.
@@ -62,13 +63,24 @@ def quantize_static_int8(
     fp32: Path, out: Path, calibration: Dataset, constraints: QuantizationConstraints, *, batch: int
 ) -> None:
     """Write ``out``: ``fp32`` quantized to static int8, calibrated on ``calibration`` in batches of ``batch``."""
-    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer import calibrator, quantizer, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
 
-    signature = _signature_key(fp32)
-    qt = quantizer.Quantizer(str(fp32), static_int8_recipe(constraints))
-    threads = max(1, min(_MAX_CALIBRATION_THREADS, os.cpu_count() or 1))
-    ranges = qt.calibrate({signature: list(_feeds(calibration, batch))}, num_threads=threads)
-    result = qt.quantize(ranges, enable_progress_report=False)
+    chosen = static_int8_recipe(constraints)
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(chosen)
+    # True min/max over the whole set. AEQ's default (``Quantizer.calibrate``) is a moving average
+    # of each batch's min/max (smoothing 0.95), which clips the ranges to the last few dozen
+    # samples: on digits-cnn, cosine 0.9978 and mean error 0.150 against 0.99995 and 0.031 here.
+    ranges = calibrator.Calibrator(
+        fp32.read_bytes(),
+        num_threads=max(1, min(_MAX_CALIBRATION_THREADS, os.cpu_count() or 1)),
+        qsv_update_func=qsv_utils.min_max_update,
+    )
+    ranges.calibrate({_signature_key(fp32): list(_feeds(calibration, batch))}, manager)
+    result = quantizer.Quantizer(str(fp32), chosen).quantize(
+        ranges.get_model_qsvs(), enable_progress_report=False
+    )
     out.write_bytes(bytes(result.quantized_model))
 
 
