@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 FLOAT_TYPES = frozenset({"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"})
 CONVERSION_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
@@ -108,10 +109,10 @@ def read_graph(path: Path) -> GraphView:
     for number, subgraph in enumerate(model.subgraphs):
         tensors = subgraph.tensors
 
-        def typed(indices: object, tensors: list[object] = tensors) -> tuple[tuple[int, str], ...]:
+        def typed(indices: Any, tensors: list[Any] = tensors) -> tuple[tuple[int, str], ...]:
             return tuple(
-                (int(i), type_names.get(tensors[i].type, str(tensors[i].type)))  # type: ignore[attr-defined]
-                for i in (indices if indices is not None else [])  # type: ignore[attr-defined]
+                (int(i), type_names.get(tensors[i].type, str(tensors[i].type)))
+                for i in (indices if indices is not None else [])
                 if i >= 0
             )
 
