@@ -260,8 +260,58 @@ def _litert() -> Any:
 
 def _export_float(source: SourceModel, sample: dict[str, np.ndarray], out: Path) -> None:
     litert_torch = _litert()
-    edge_model = litert_torch.convert(named_io(source), sample_kwargs=_torch_feeds(sample))
+    feeds = _torch_feeds(sample)
+    module = _without_unit_clamps(named_io(source), feeds)
+    edge_model = litert_torch.convert(module, sample_kwargs=feeds)
     edge_model.export(str(out))
+
+
+def _without_unit_clamps(module: Any, feeds: dict[str, Any]) -> Any:
+    """``module`` with every ``clamp(x, 0, 1)`` written as ``relu6(6 * x) / 6``; itself when it has none.
+
+    litert-torch lowers ``clamp(x, 0, 1)`` (a HardSigmoid with ONNX's alpha 0.2, as PaddlePaddle
+    exports it; a gate) to TFLite's ``RELU_0_TO_1``, which ai-edge-quantizer leaves in float, so
+    the model could never be full-integer. The same values as ``relu6(6x) / 6`` lower to a RELU6
+    fused into the op before it and a MUL, which it quantizes.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    graph_module = torch.export.export(module, (), feeds).module()
+    graph = graph_module.graph
+    changed = False
+    for node in list(graph.nodes):
+        bounds = _clamp_bounds(node, aten)
+        if bounds != (0.0, 1.0):
+            continue
+        with graph.inserting_before(node):
+            scaled = graph.call_function(aten.mul.Tensor, (node.args[0], 6.0))
+            clipped = graph.call_function(aten.hardtanh.default, (scaled, 0.0, 6.0))
+            gate = graph.call_function(aten.div.Tensor, (clipped, 6.0))
+        node.replace_all_uses_with(gate)
+        graph.erase_node(node)
+        changed = True
+    if not changed:
+        return module
+    graph.lint()
+    graph_module.recompile()
+    return graph_module
+
+
+def _clamp_bounds(node: Any, aten: Any) -> tuple[float, float] | None:
+    """The (min, max) of a scalar ``clamp``/``clip``/``hardtanh`` node, else None."""
+    clamps = (aten.clamp.default, aten.clip.default)
+    if node.op != "call_function" or node.target not in (*clamps, aten.hardtanh.default):
+        return None
+    args = list(node.args[1:3])
+    if node.target in clamps:
+        args = [
+            node.kwargs.get("min", args[0] if args else None),
+            node.kwargs.get("max", args[1] if len(args) > 1 else None),
+        ]
+    if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        return None
+    return float(args[0]), float(args[1])
 
 
 def _export_pt2e_int8(

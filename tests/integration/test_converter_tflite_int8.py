@@ -126,6 +126,27 @@ def test_the_agent_serves_the_int8_bundle_within_the_profiles_tolerance(
     assert verdict.passed, verdict.failures
 
 
+def test_unit_clamps_are_exported_as_a_fused_relu6_with_the_same_outputs(tmp_path: Path) -> None:
+    from converter.exporters.tflite_export import export_tflite
+    from converter.exporters.tflite_scan import read_graph
+    from converter.sources import load_source
+
+    model = hardswish_block()
+    with np.load(write_digits_data(tmp_path / "data")[1]) as data:
+        images = data["input"][:16]
+    source = load_source(model, output_names=["logits"], sample_arrays={"input": images})
+    fp32 = export_tflite(source, tmp_path / "base", batch=1)
+    names = [op.name for op in read_graph(fp32).ops]
+    assert "RELU_0_TO_1" not in names, names
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(str(fp32)).get_signature_runner()
+    got = np.concatenate([runner(input=images[i : i + 1])["logits"] for i in range(len(images))])
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_pt2e_leaves_the_hardswish_block_in_float_which_the_edge_tpu_refuses(
     workspace: dict[str, Any], hardswish: dict[str, Any]
 ) -> None:

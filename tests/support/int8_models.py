@@ -1,7 +1,7 @@
 """Small digits models with the layers that decide which TFLite int8 route works, trained here.
 
 - ``hardswish_block``: a MobileNetV3-style network (hardswish stem, depthwise conv with swish
-  ``x * sigmoid(x)``, a squeeze-and-excite gate with hardsigmoid, a residual add). Its
+  ``x * sigmoid(x)``, a squeeze-and-excite gate with PaddlePaddle's hardsigmoid, a residual add). Its
   elementwise ``aten.mul.Tensor`` has no quantized lowering in litert-torch, so PT2E fails on it;
   ai-edge-quantizer quantizes the whole of it.
 - ``leaky_relu_net``: convolutions with LeakyReLU, which litert-torch lowers to TFLite's
@@ -42,7 +42,10 @@ class HardSwishBlock(nn.Module):
         x = F.hardswish(self.stem(x))
         y = self.depthwise(x)
         y = y * torch.sigmoid(y)  # swish, written as MobileNetV3/EfficientNet code does: aten.mul.Tensor
-        gate = F.hardsigmoid(self.excite(F.relu(self.squeeze(y.mean((2, 3), keepdim=True)))))
+        squeezed = self.excite(F.relu(self.squeeze(y.mean((2, 3), keepdim=True))))
+        # HardSigmoid as PaddlePaddle exports it (ONNX alpha 0.2, beta 0.5): clamp(x, 0, 1), which
+        # litert-torch lowers to RELU_0_TO_1 unless the exporter rewrites it.
+        gate = torch.clamp(squeezed * 0.2 + 0.5, 0.0, 1.0)
         y = self.project(y * gate) + x
         logits: torch.Tensor = self.classifier(F.avg_pool2d(F.hardswish(y), 2).flatten(1))
         return logits
