@@ -77,27 +77,71 @@ def quantize_static_int8(
         num_threads=max(1, min(_MAX_CALIBRATION_THREADS, os.cpu_count() or 1)),
         qsv_update_func=qsv_utils.min_max_update,
     )
-    ranges.calibrate({_signature_key(fp32): list(_feeds(calibration, batch))}, manager)
+    signature, dtypes = _signature(fp32)
+    ranges.calibrate({signature: list(_feeds(calibration, batch, dtypes))}, manager)
     result = quantizer.Quantizer(str(fp32), chosen).quantize(
         ranges.get_model_qsvs(), enable_progress_report=False
     )
-    out.write_bytes(bytes(result.quantized_model))
+    out.write_bytes(_with_signature_at_the_edges(bytes(result.quantized_model)))
 
 
-def _signature_key(model: Path) -> str:
+def _with_signature_at_the_edges(model: bytes) -> bytes:
+    """``model`` with each signature tensor moved to the float edge that AEQ added behind (or before) it.
+
+    With float I/O and several outputs, ai-edge-quantizer 0.10 can leave a signature output on
+    the int8 tensor that now feeds the new DEQUANTIZE instead of on the DEQUANTIZE's float output,
+    which is the subgraph's output; LiteRT then cannot name the outputs by signature. Unchanged
+    (byte for byte) when every signature tensor is already a subgraph input or output.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    tree = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    changed = False
+    for signature in tree.signatureDefs or []:
+        subgraph = tree.subgraphs[signature.subgraphIndex]
+        inputs, outputs = {int(i) for i in subgraph.inputs}, {int(i) for i in subgraph.outputs}
+        quantized_from: dict[int, int] = {}  # QUANTIZE output -> its input
+        dequantized_to: dict[int, int] = {}  # DEQUANTIZE input -> its output
+        for op in subgraph.operators or []:
+            name = flatbuffer_utils.opcode_to_name(tree, op.opcodeIndex)
+            if name == "QUANTIZE":
+                quantized_from[int(op.outputs[0])] = int(op.inputs[0])
+            elif name == "DEQUANTIZE":
+                dequantized_to[int(op.inputs[0])] = int(op.outputs[0])
+        for tensor in signature.inputs or []:
+            edge = quantized_from.get(tensor.tensorIndex)
+            if tensor.tensorIndex not in inputs and edge in inputs:
+                tensor.tensorIndex, changed = edge, True
+        for tensor in signature.outputs or []:
+            edge = dequantized_to.get(tensor.tensorIndex)
+            if tensor.tensorIndex not in outputs and edge in outputs:
+                tensor.tensorIndex, changed = edge, True
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(tree)) if changed else model
+
+
+def _signature(model: Path) -> tuple[str, dict[str, np.dtype[Any]]]:
+    """The model's one signature key, and the dtype each of its inputs takes."""
     from ai_edge_litert.interpreter import Interpreter
 
-    signatures = list(Interpreter(str(model)).get_signature_list())
+    interpreter = Interpreter(str(model))
+    signatures = list(interpreter.get_signature_list())
     if len(signatures) != 1:
         raise ValueError(f"the fp32 TFLite model has {len(signatures)} signatures, expected one")
-    return signatures[0]
+    details = interpreter.get_signature_runner(signatures[0]).get_input_details()
+    return signatures[0], {name: np.dtype(d["dtype"]) for name, d in details.items()}
 
 
-def _feeds(calibration: Dataset, batch: int) -> Iterator[dict[str, np.ndarray]]:
+def _feeds(
+    calibration: Dataset, batch: int, dtypes: dict[str, np.dtype[Any]]
+) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of ``batch`` samples, in the dtypes the model takes (TFLite holds int64 ids as int32)."""
     usable = calibration.size - calibration.size % batch
     if usable == 0:
         raise ValueError(
             f"calibration needs at least {batch} samples (the model's batch), got {calibration.size}"
         )
     for start in range(0, usable, batch):
-        yield {name: array[start : start + batch] for name, array in calibration.inputs.items()}
+        yield {
+            name: array[start : start + batch].astype(dtypes.get(name, array.dtype), copy=False)
+            for name, array in calibration.inputs.items()
+        }
