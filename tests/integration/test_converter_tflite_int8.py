@@ -198,3 +198,40 @@ def test_an_op_left_in_float_fails_the_edge_tpu_by_name_and_warns_for_the_pi(
     warnings = [n for n in pi.chosen.runtime_notes if n.startswith("warning:")]
     assert len(warnings) == 1 and "LEAKY_RELU" in warnings[0] and "not full-integer" in warnings[0]
     assert "LEAKY_RELU" in (out / "report.md").read_text()
+
+
+class _TwoHeads(torch.nn.Module):
+    """Logits and the top class id: one quantized output, one integer output (as token models have)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.inner(x)
+        return logits, logits.argmax(1)
+
+
+def test_float_io_with_several_outputs_keeps_the_signature_names(tmp_path: Path) -> None:
+    """ai-edge-quantizer left a signature output on the int8 tensor behind its new DEQUANTIZE."""
+    from converter.data import Dataset
+    from converter.exporters.tflite_export import export_tflite
+    from converter.exporters.tflite_quantize import quantize_static_int8
+    from converter.sources import load_source
+    from edge_agent.runtimes import open_session
+
+    with np.load(write_digits_data(tmp_path / "data")[0]) as data:
+        images = data["input"][:32]
+    source = load_source(
+        _TwoHeads(leaky_relu_net()), output_names=["logits", "top"], sample_arrays={"input": images}
+    )
+    fp32 = export_tflite(source, tmp_path / "base", batch=1)
+    out = tmp_path / "int8.tflite"
+    quantize_static_int8(
+        fp32, out, Dataset("calibration", {"input": images}), load_profile(PI).quantization, batch=1
+    )
+    with open_session(out, ModelFormat.TFLITE) as session:
+        assert [t.name for t in session.inputs] == ["input"]
+        assert [(t.name, t.dtype) for t in session.outputs] == [("logits", "float32"), ("top", "int32")]
+        answer = session.infer({"input": images[:1]})
+    assert answer["logits"].shape == (1, 10) and int(answer["top"][0]) == int(answer["logits"].argmax())
