@@ -17,7 +17,8 @@ class Artifact:
     ``files`` maps each file name (relative to ``directory``, and the name it gets in the bundle)
     to its role: ``model`` for the entry point, ``weights`` for sidecars such as OpenVINO's .bin or
     ONNX external data, which must travel together with it. ``notes`` say what the build changed
-    on its way (an opset upgrade, a per-tensor fallback); the report carries them with the attempt.
+    on its way or found in the result (an opset upgrade, a per-tensor fallback, the ops an int8
+    model left in float); the report carries them with the attempt.
     """
 
     attempt: Attempt

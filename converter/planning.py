@@ -44,7 +44,7 @@ class SourceKind(StrEnum):
 class CalibrationMethod(StrEnum):
     """How activation ranges are chosen for static int8, per toolchain."""
 
-    MINMAX = "minmax"  # observed min/max (ONNX Runtime, NNCF, PT2E MinMaxObserver)
+    MINMAX = "minmax"  # observed min/max (ONNX Runtime, NNCF, ai-edge-quantizer for TFLite)
     ENTROPY = "entropy"  # KL-divergence threshold (ONNX Runtime)
     PERCENTILE = "percentile"  # clip outliers at a high percentile (ONNX Runtime, NNCF quantiles)
     HISTOGRAM = "histogram"  # PT2E HistogramObserver, litert-torch's default
@@ -73,8 +73,12 @@ CALIBRATION_METHODS: dict[ModelFormat, tuple[CalibrationMethod, ...]] = {
         CalibrationMethod.PERCENTILE,
         CalibrationMethod.ACCURACY_CONTROL,
     ),
-    ModelFormat.TFLITE: (CalibrationMethod.HISTOGRAM, CalibrationMethod.MINMAX),
+    # minmax: ai-edge-quantizer on the fp32 TFLite model (any model that exports); histogram: PT2E,
+    # tried second (it fails on ops litert-torch cannot lower quantized, such as aten.mul.Tensor).
+    ModelFormat.TFLITE: (CalibrationMethod.MINMAX, CalibrationMethod.HISTOGRAM),
 }
+# The TFLite calibrations that ai-edge-quantizer runs (PyTorch and ONNX sources); the others are PT2E's.
+AEQ_CALIBRATIONS: frozenset[CalibrationMethod] = frozenset({CalibrationMethod.MINMAX})
 # TensorFlow sources (Keras, SavedModel) calibrate with TFLiteConverter, which has one method of its own.
 TENSORFLOW_SOURCES: frozenset[SourceKind] = frozenset({SourceKind.KERAS, SourceKind.SAVED_MODEL})
 KERAS_CALIBRATION_METHODS: dict[ModelFormat, tuple[CalibrationMethod, ...]] = {

@@ -1,10 +1,15 @@
 """TFLite from PyTorch or ONNX (litert-torch) or TensorFlow (TFLiteConverter): fp32, fp16, int8.
 
 Every route wraps the model so the TFLite signature carries the model's own input and output
-names (``input`` → ``logits``) instead of ``args_0``/``output_0``. From PyTorch, static int8 uses
-PT2E (``prepare_pt2e``, calibrate, ``convert_pt2e``), which gives int8 weights, activations,
-inputs and outputs; the session dequantizes for float clients. An ONNX model takes the same
-route once onnx2torch has made a PyTorch module of it (``converter.exporters.onnx_to_torch``).
+names (``input`` → ``logits``) instead of ``args_0``/``output_0``. From PyTorch, static int8
+``minmax`` quantizes the fp32 TFLite model with ai-edge-quantizer
+(``converter.exporters.tflite_quantize``: float I/O, or int8 I/O for full-integer profiles), and
+``histogram`` uses PT2E (``prepare_pt2e``, calibrate, ``convert_pt2e``), which gives int8 weights,
+activations, inputs and outputs but fails on ops litert-torch cannot lower quantized; the session
+dequantizes int8 outputs for float clients. An ONNX model takes the same routes once onnx2torch
+has made a PyTorch module of it (``converter.exporters.onnx_to_torch``). Every static int8 model
+is scanned for ops left in float (``converter.exporters.tflite_scan``): an error for a
+full-integer profile (the Edge TPU), a warning in the report elsewhere.
 From Keras (``from_keras_model``) or a SavedModel (``from_saved_model``, re-signed with the
 planned batch), static int8 is TFLiteConverter's post-training quantization with a
 representative dataset (float I/O, or int8 I/O when the profile needs full-integer models).
@@ -27,7 +32,13 @@ from converter.artifacts import Artifact
 from converter.data import Dataset
 from converter.errors import ConversionError, describe_failure, unsupported_operator
 from converter.exporters.tflite_compact import share_constant_vectors
-from converter.planning import TENSORFLOW_SOURCES, Attempt, CalibrationMethod, SourceKind
+from converter.planning import (
+    AEQ_CALIBRATIONS,
+    TENSORFLOW_SOURCES,
+    Attempt,
+    CalibrationMethod,
+    SourceKind,
+)
 from converter.quiet import quiet
 from converter.signature import concrete_shape, with_batch
 from converter.sources import SourceModel
@@ -95,6 +106,15 @@ def build_tflite_variant(
             _tf_to_tflite(source, converter, out, batch, calibration=calibration, constraints=constraints)
 
         _run_step("quantize", attempt.label, quantize_tf)
+    elif attempt.precision is Precision.INT8 and attempt.calibration in AEQ_CALIBRATIONS:
+        from converter.exporters.tflite_quantize import quantize_static_int8
+
+        _run_step(
+            "quantize",
+            attempt.label,
+            lambda: quantize_static_int8(base, out, calibration, constraints, batch=batch),
+            tool="ai-edge-quantizer",
+        )
     elif attempt.precision is Precision.INT8:
 
         def quantize_torch() -> None:
@@ -109,7 +129,29 @@ def build_tflite_variant(
         _run_step("quantize", attempt.label, lambda: _rewrite_weights(base, out, attempt.precision))
     if attempt.precision is not Precision.FP32:  # the fp32 base is compact already
         share_constant_vectors(out)
-    return Artifact(attempt=attempt, directory=directory, model_file=MODEL_FILE, files={MODEL_FILE: "model"})
+    notes = _require_full_integer(out, attempt, constraints) if attempt.precision is Precision.INT8 else []
+    return Artifact(
+        attempt=attempt, directory=directory, model_file=MODEL_FILE, files={MODEL_FILE: "model"}, notes=notes
+    )
+
+
+def _require_full_integer(model: Path, attempt: Attempt, constraints: QuantizationConstraints) -> list[str]:
+    """Scan a static int8 model for float ops: an error for a full-integer profile, else a warning note."""
+    from converter.exporters.tflite_scan import scan_tflite
+
+    scan = scan_tflite(model, float_io=not constraints.full_integer_io)
+    if scan.full_integer:
+        return []
+    found = scan.describe()
+    if constraints.full_integer_io:
+        raise ConversionError(
+            f"the {attempt.label} model is not full-integer: {found}",
+            step="quantize",
+            format=_FORMAT,
+            hint="the Edge TPU runs only full-integer models: replace those layers with ones that have "
+            "int8 kernels (e.g. LeakyReLU with ReLU or PReLU), or pick a profile that runs float",
+        )
+    return [f"warning: the int8 model is not full-integer: {found} (they run on the CPU in float)"]
 
 
 def _require_buildable(source: SourceModel) -> None:
@@ -151,7 +193,7 @@ def _sample(source: SourceModel, batch: int) -> dict[str, np.ndarray]:
     return {s.name: np.zeros(concrete_shape(s, batch), s.dtype) for s in source.inputs}
 
 
-def _run_step(step: str, label: str, action: Callable[[], None]) -> None:
+def _run_step(step: str, label: str, action: Callable[[], None], *, tool: str = "litert-torch") -> None:
     with quiet() as captured:
         try:
             action()
@@ -160,9 +202,9 @@ def _run_step(step: str, label: str, action: Callable[[], None]) -> None:
         except Exception as exc:
             op = unsupported_operator(str(exc) + captured.text())
             message = (
-                f"litert-torch has no TFLite lowering for {op}"
+                f"{tool} has no TFLite lowering for {op}"
                 if op
-                else f"litert-torch could not build {label}: {describe_failure(exc)}"
+                else f"{tool} could not build {label}: {describe_failure(exc)}"
             )
             raise ConversionError(
                 message,
@@ -218,8 +260,61 @@ def _litert() -> Any:
 
 def _export_float(source: SourceModel, sample: dict[str, np.ndarray], out: Path) -> None:
     litert_torch = _litert()
-    edge_model = litert_torch.convert(named_io(source), sample_kwargs=_torch_feeds(sample))
+    feeds = _torch_feeds(sample)
+    module = _without_unit_clamps(named_io(source), feeds)
+    edge_model = litert_torch.convert(module, sample_kwargs=feeds)
     edge_model.export(str(out))
+
+
+def _without_unit_clamps(module: Any, feeds: dict[str, Any]) -> Any:
+    """``module`` with every ``clamp(x, 0, 1)`` written as ``relu6(6 * x) / 6``; itself when it has none.
+
+    litert-torch lowers ``clamp(x, 0, 1)`` (a HardSigmoid with ONNX's alpha 0.2, as PaddlePaddle
+    exports it; a gate) to TFLite's ``RELU_0_TO_1``, which ai-edge-quantizer leaves in float, so
+    the model could never be full-integer. The same values as ``relu6(6x) / 6`` lower to a RELU6
+    fused into the op before it and a MUL, which it quantizes.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    try:
+        graph_module = torch.export.export(module, (), feeds, strict=False).module()
+    except Exception:  # litert-torch exports it its own way (and reports what fails): leave it to that
+        return module
+    graph = graph_module.graph
+    changed = False
+    for node in list(graph.nodes):
+        bounds = _clamp_bounds(node, aten)
+        if bounds != (0.0, 1.0):
+            continue
+        with graph.inserting_before(node):
+            scaled = graph.call_function(aten.mul.Tensor, (node.args[0], 6.0))
+            clipped = graph.call_function(aten.hardtanh.default, (scaled, 0.0, 6.0))
+            gate = graph.call_function(aten.div.Tensor, (clipped, 6.0))
+        node.replace_all_uses_with(gate)
+        graph.erase_node(node)
+        changed = True
+    if not changed:
+        return module
+    graph.lint()
+    graph_module.recompile()
+    return graph_module
+
+
+def _clamp_bounds(node: Any, aten: Any) -> tuple[float, float] | None:
+    """The (min, max) of a scalar ``clamp``/``clip``/``hardtanh`` node, else None."""
+    clamps = (aten.clamp.default, aten.clip.default)
+    if node.op != "call_function" or node.target not in (*clamps, aten.hardtanh.default):
+        return None
+    args = list(node.args[1:3])
+    if node.target in clamps:
+        args = [
+            node.kwargs.get("min", args[0] if args else None),
+            node.kwargs.get("max", args[1] if len(args) > 1 else None),
+        ]
+    if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        return None
+    return float(args[0]), float(args[1])
 
 
 def _export_pt2e_int8(

@@ -61,6 +61,8 @@ CONVERSIONS = {
     "torch-fp16": Conversion("torch", (PI, INTEL), {"precisions": ["fp16"]}),
     "torch-int8-dynamic": Conversion("torch", (PI, INTEL), {"precisions": ["int8-dynamic"]}),
     "keras-fp16": Conversion("keras", (PI, INTEL), {"precisions": ["fp16"]}),
+    # TFLite static int8 through PT2E (litert-torch's quantizer), second to ai-edge-quantizer.
+    "torch-pt2e": Conversion("torch", (PI, CORAL), {"precisions": ["int8"], "calibrations": ["histogram"]}),
     # Static int8 ONNX with each of ONNX Runtime's calibration methods.
     "onnx-minmax": Conversion("onnx", (JETSON,), {"precisions": ["int8"], "calibrations": ["minmax"]}),
     "onnx-entropy": Conversion(
@@ -91,17 +93,17 @@ class Case:
 
 
 CASES = [
-    Case("torch", PI, TFLITE, INT8, HISTOGRAM),
+    Case("torch", PI, TFLITE, INT8, MINMAX),
     Case("torch", JETSON, ONNX, FP16),
     Case("torch", INTEL, OPENVINO, INT8, MINMAX),
-    Case("torch", CORAL, TFLITE, INT8, HISTOGRAM),
+    Case("torch", CORAL, TFLITE, INT8, MINMAX),
     Case("keras", PI, TFLITE, INT8, CONVERTER),
     Case("keras", INTEL, OPENVINO, INT8, MINMAX),
     Case("keras", CORAL, TFLITE, INT8, CONVERTER),
-    Case("onnx", PI, TFLITE, INT8, HISTOGRAM),
+    Case("onnx", PI, TFLITE, INT8, MINMAX),
     Case("onnx", JETSON, ONNX, FP16),
     Case("onnx", INTEL, OPENVINO, INT8, MINMAX),
-    Case("onnx", CORAL, TFLITE, INT8, HISTOGRAM),
+    Case("onnx", CORAL, TFLITE, INT8, MINMAX),
     Case("torch-fp32", PI, TFLITE, FP32),
     Case("torch-fp32", JETSON, ONNX, FP32),
     Case("torch-fp32", INTEL, OPENVINO, FP32),
@@ -111,6 +113,8 @@ CASES = [
     Case("torch-int8-dynamic", INTEL, OPENVINO, DYNAMIC),
     Case("keras-fp16", PI, TFLITE, FP16),
     Case("keras-fp16", INTEL, OPENVINO, FP16),
+    Case("torch-pt2e", PI, TFLITE, INT8, HISTOGRAM),
+    Case("torch-pt2e", CORAL, TFLITE, INT8, HISTOGRAM),
     Case("onnx-minmax", JETSON, ONNX, INT8, MINMAX),
     Case("onnx-entropy", PI, ONNX, INT8, ENTROPY),
     Case("onnx-percentile", INTEL, ONNX, INT8, PERCENTILE),
@@ -253,6 +257,8 @@ def test_the_cases_cover_every_format_precision_source_and_profile() -> None:
         (TFLITE, FP32, None),
         (TFLITE, FP16, None),
         (TFLITE, DYNAMIC, None),
+        (TFLITE, INT8, MINMAX),
+        (TFLITE, INT8, HISTOGRAM),
         (ONNX, FP32, None),
         (ONNX, FP16, None),
         (ONNX, INT8, MINMAX),

@@ -115,18 +115,18 @@ def decisions(result: Any) -> list[tuple[str, str]]:
 
 def test_the_first_passing_attempt_is_packaged_and_the_chain_stops(tmp_path: Path) -> None:
     workflow, results, package, _ = run_workflow(tmp_path, ["raspberry-pi-5"], {})
-    assert decisions(results[0]) == [("int8/histogram", "packaged")]
+    assert decisions(results[0]) == [("int8/minmax", "packaged")]
     assert results[0].status == "packaged"
-    assert package.packaged == ["raspberry-pi-5 int8/histogram"]
+    assert package.packaged == ["raspberry-pi-5 int8/minmax"]
     assert workflow.errors == []
 
 
 def test_a_missed_int8_tries_the_next_calibration_then_fp16(tmp_path: Path) -> None:
-    outcomes: dict[str, float | str] = {"tflite int8/histogram": 0.90, "tflite int8/minmax": 0.95}
+    outcomes: dict[str, float | str] = {"tflite int8/minmax": 0.90, "tflite int8/histogram": 0.95}
     _, results, package, progress = run_workflow(tmp_path, ["raspberry-pi-5"], outcomes)
     assert decisions(results[0]) == [
-        ("int8/histogram", "rejected"),
         ("int8/minmax", "rejected"),
+        ("int8/histogram", "rejected"),
         ("fp16", "packaged"),
     ]
     assert any("top1_agreement 0.9" in reason for reason in results[0].attempts[0].reasons)
@@ -152,7 +152,7 @@ def test_nothing_passing_fails_that_profile_only_with_a_clear_error(tmp_path: Pa
     assert decisions(jetson) == [("fp16", "rejected"), ("fp32", "rejected")]
     assert jetson.bundle is None
     assert pi.status == "packaged"
-    assert package.packaged == ["raspberry-pi-5 int8/histogram"]
+    assert package.packaged == ["raspberry-pi-5 int8/minmax"]
     [error] = workflow.errors
     assert error.step == "validate"
     assert error.profile == "jetson-orin-nano"
@@ -180,12 +180,12 @@ def test_allow_degraded_still_fails_when_nothing_could_even_be_built(tmp_path: P
 
 
 def test_an_export_failure_moves_the_profile_to_its_next_format(tmp_path: Path) -> None:
-    outcomes: dict[str, float | str] = {"tflite int8/histogram": "error:export"}
+    outcomes: dict[str, float | str] = {"tflite int8/minmax": "error:export"}
     _, results, package, progress = run_workflow(tmp_path, ["raspberry-pi-5"], outcomes)
     result = results[0]
     assert result.format is not None and result.format.value == "onnx"
     assert [(a.format.value, a.label, a.decision) for a in result.attempts] == [
-        ("tflite", "int8/histogram", "failed"),
+        ("tflite", "int8/minmax", "failed"),
         ("onnx", "int8/minmax", "packaged"),
     ]
     assert any("fell back to onnx" in note for note in result.plan_notes)

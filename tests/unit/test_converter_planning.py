@@ -121,7 +121,7 @@ def test_raspberry_pi_5_gets_tflite_int8_with_a_chain_to_fp32() -> None:
         load_profile("raspberry-pi-5"), ModelFacts(source_kind=SourceKind.TORCH, has_conv=True)
     )
     assert plan.format is ModelFormat.TFLITE
-    assert _labels(plan) == ["int8/histogram", "int8/minmax", "fp16", "fp32"]
+    assert _labels(plan) == ["int8/minmax", "int8/histogram", "fp16", "fp32"]
     assert plan.batch == 1
 
 
@@ -129,14 +129,14 @@ def test_an_mlp_may_fall_back_to_dynamic_int8_before_fp16() -> None:
     plan = plan_target(
         load_profile("raspberry-pi-5"), ModelFacts(source_kind=SourceKind.TORCH, has_conv=False)
     )
-    assert _labels(plan) == ["int8/histogram", "int8/minmax", "int8-dynamic", "fp16", "fp32"]
+    assert _labels(plan) == ["int8/minmax", "int8/histogram", "int8-dynamic", "fp16", "fp32"]
 
 
 def test_an_onnx_source_reaches_the_pis_tflite_through_pytorch() -> None:
     plan = plan_target(load_profile("raspberry-pi-5"), ModelFacts(source_kind=SourceKind.ONNX, has_conv=True))
     assert plan.format is ModelFormat.TFLITE
-    # onnx2torch makes a PyTorch module of it, so PT2E's calibrations apply.
-    assert _labels(plan) == ["int8/histogram", "int8/minmax", "fp16", "fp32"]
+    # onnx2torch makes a PyTorch module of it, so the same int8 routes apply (AEQ, then PT2E).
+    assert _labels(plan) == ["int8/minmax", "int8/histogram", "fp16", "fp32"]
     assert plan.batch == 1
 
 
