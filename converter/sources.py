@@ -425,7 +425,7 @@ def _run_torch(source: SourceModel, feeds: Mapping[str, np.ndarray]) -> dict[str
 
     if not batch_first(source.inputs):  # the caller batched the feeds (``Dataset.batches``)
         with torch.no_grad():
-            args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in source.inputs]
+            args = [torch.from_numpy(np.asarray(feeds[s.name], order="C")) for s in source.inputs]
             raw = _flatten_outputs(source.module(*args))
         return {spec.name: t.detach().numpy() for spec, t in zip(source.outputs, raw, strict=True)}
     batches: list[list[np.ndarray]] = []

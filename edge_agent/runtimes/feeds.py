@@ -73,6 +73,9 @@ def prepare_feed(spec: TensorSpec, value: Any, *, raw: bool, batch_loop: bool = 
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
     check_shape(spec, array.shape, batch_loop=batch_loop)
     converted = coerce_dtype(spec, array, raw=raw)
+    if converted.ndim == 0:
+        # ascontiguousarray would make a scalar 1-D; OpenVINO cannot share a read-only 0-D buffer.
+        return converted if converted.flags.writeable else converted.copy()
     return np.ascontiguousarray(converted)
 
 
