@@ -18,7 +18,7 @@ goes wrong.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -90,6 +90,67 @@ class Dataset:
         if axis is None:
             return np.broadcast_to(value, (self.size, *value.shape))
         return np.moveaxis(value, axis, 0) if axis else value
+
+
+def spread_initial_states(
+    arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorSpec], fed: Collection[str]
+) -> dict[str, np.ndarray]:
+    """``arrays`` with each state input given for one sample only (the initial state) repeated for all.
+
+    With ``--state``, only the first sample's state is ever used: later ones are carried.
+    """
+    result = dict(arrays)
+    counts = [
+        array.shape[spec.batch_axis]
+        for spec in inputs
+        if spec.name not in fed
+        and spec.batch_axis is not None
+        and (array := arrays.get(spec.name)) is not None
+        and array.ndim > spec.batch_axis
+    ]
+    for spec in inputs:
+        array = arrays.get(spec.name)
+        axis = spec.batch_axis
+        if spec.name not in fed or not counts or array is None or axis is None or array.ndim <= axis:
+            continue
+        if array.shape[axis] == 1 and counts[0] > 1:
+            result[spec.name] = np.repeat(array, counts[0], axis=axis)
+    return result
+
+
+def run_sequence(
+    run: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
+    data: Dataset,
+    pairs: Mapping[str, str],
+    outputs: Sequence[TensorSpec],
+) -> tuple[Dataset, dict[str, np.ndarray]]:
+    """Run ``data``'s samples in order, one at a time, carrying the state; the state seen, and the outputs.
+
+    ``pairs`` maps each output to the input it feeds on the next call (``--state``): the first
+    sample takes its state from the data, every later one the previous sample's output. Returns
+    the data with the state inputs replaced by the states actually fed (so each sample can be
+    run again on its own) and the outputs joined along their batch axes.
+    """
+    feeding = {input_name: output for output, input_name in pairs.items()}
+    carried: dict[str, np.ndarray] = {}
+    seen: dict[str, list[np.ndarray]] = {name: [] for name in feeding}
+    parts: list[Mapping[str, np.ndarray]] = []
+    for feeds in data.batches(1):
+        feeds.update(carried)
+        for name in feeding:
+            seen[name].append(feeds[name])
+        result = run(feeds)
+        parts.append(result)
+        carried = {name: np.asarray(result[output]) for name, output in feeding.items()}
+    inputs, axes, fixed = dict(data.inputs), dict(data.axes), set(data.fixed)
+    for name, values in seen.items():
+        axis = data.axis(name)
+        if axis is None or name in fixed:
+            inputs[name], axes[name] = np.stack(values), 0
+            fixed.add(name)
+        else:
+            inputs[name] = np.concatenate(values, axis=axis)
+    return replace(data, inputs=inputs, axes=axes, fixed=frozenset(fixed)), join_batches(parts, outputs)
 
 
 def join_batches(

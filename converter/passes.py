@@ -19,7 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from converter.artifacts import Artifact
 from converter.context import ConversionContext, TargetState
-from converter.data import Dataset, check_dataset, join_batches, read_npz, samples_first
+from converter.data import (
+    Dataset,
+    check_dataset,
+    join_batches,
+    read_npz,
+    run_sequence,
+    samples_first,
+    spread_initial_states,
+)
 from converter.errors import ConversionError, describe_failure
 from converter.metrics import (
     MetricError,
@@ -34,7 +42,7 @@ from converter.metrics import (
 )
 from converter.planning import CalibrationMethod, SourceKind, TargetPlan, plan_target
 from converter.quiet import quiet
-from converter.signature import batch_first, interface_signature
+from converter.signature import batch_first, interface_signature, pair_states
 from converter.sources import REFERENCE_BATCH, SourceModel, load_source
 from hw_profiles.schema import AcceleratorKind, HardwareProfile, ModelFormat, Precision, Tolerance
 from models.bundle.manifest import TensorSpec
@@ -70,6 +78,9 @@ class LoadConfig(_Config):
     evaluation: Path
     inputs: list[TensorSpec] | None = None
     output_names: list[str] | None = None
+    states: dict[str, str] = Field(
+        default_factory=dict, description="Recurrent state: output name -> the input it feeds next call."
+    )
 
 
 class LoadPass(Pass[LoadConfig]):
@@ -85,6 +96,11 @@ class LoadPass(Pass[LoadConfig]):
             source = load_source(
                 cfg.source, inputs=cfg.inputs, output_names=cfg.output_names, sample_arrays=calib_arrays
             )
+        if cfg.states:
+            source.outputs = pair_states(source.inputs, source.outputs, cfg.states)
+            fed = set(cfg.states.values())
+            calib_arrays = spread_initial_states(calib_arrays, source.inputs, fed)
+            eval_arrays = spread_initial_states(eval_arrays, source.inputs, fed)
         ctx.source = source
         ctx.calibration = check_dataset(
             calib_arrays, source.inputs, role="calibration", source=str(cfg.calibration)
@@ -93,7 +109,16 @@ class LoadPass(Pass[LoadConfig]):
             eval_arrays, source.inputs, role="evaluation", source=str(cfg.evaluation)
         )
         with ctx.progress.task("run the fp32 original on the evaluation set", total=1) as advance, quiet():
-            ctx.reference = reference_outputs(source, ctx.evaluation)
+            if cfg.states:
+                # A stream: the samples run in order, each fed the state the previous one returned.
+                # The data then holds the states the original saw, so every later step (calibration,
+                # validation, golden I/O) can judge each sample on its own.
+                ctx.calibration, _ = run_sequence(source.run, ctx.calibration, cfg.states, source.outputs)
+                ctx.evaluation, ctx.reference = run_sequence(
+                    source.run, ctx.evaluation, cfg.states, source.outputs
+                )
+            else:
+                ctx.reference = reference_outputs(source, ctx.evaluation)
             advance(1)
 
 

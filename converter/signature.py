@@ -18,7 +18,7 @@ the runtime session casts at its edge.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import get_args
 
 import numpy as np
@@ -165,6 +165,72 @@ def with_batch_axes(specs: Sequence[TensorSpec], declared: Sequence[TensorSpec])
             update["state_for"] = want.state_for
         result.append(spec.model_copy(update=update) if update else spec)
     return result
+
+
+def parse_state_pairs(items: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """``--state OUTPUT=INPUT`` values as {output: input}: the output feeds the input on the next call."""
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    pairs: dict[str, str] = {}
+    for item in items:
+        output, _, input_name = item.partition("=")
+        if not output.strip() or not input_name.strip():
+            raise ConversionError(
+                f"--state {item!r}: expected OUTPUT=INPUT",
+                step="load",
+                hint="name the output that carries the state and the input it feeds next, "
+                "e.g. --state stateN=state",
+            )
+        pairs[output.strip()] = input_name.strip()
+    return pairs
+
+
+def pair_states(
+    inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], pairs: Mapping[str, str]
+) -> list[TensorSpec]:
+    """``outputs`` with ``state_for`` set and the paired input's batch axis, after checking each pair fits.
+
+    An output that feeds an input must have its dtype and rank, and the same size on every axis
+    but the batch.
+    """
+    by_input = {spec.name: spec for spec in inputs}
+    by_output = {spec.name: spec for spec in outputs}
+    fed = list(pairs.values())
+    for output, input_name in pairs.items():
+        problem = None
+        if output not in by_output:
+            problem = f"the model has no output {output!r} (it has {sorted(by_output)})"
+        elif input_name not in by_input:
+            problem = f"the model has no input {input_name!r} (it has {sorted(by_input)})"
+        elif fed.count(input_name) > 1:
+            problem = f"input {input_name!r} is fed by more than one output"
+        else:
+            out, inp = by_output[output], by_input[input_name]
+            same_shape = len(out.shape) == len(inp.shape) and all(
+                a == inp.batch_axis or -1 in (o, i) or o == i
+                for a, (o, i) in enumerate(zip(out.shape, inp.shape, strict=True))
+            )
+            if out.dtype != inp.dtype or not same_shape:
+                problem = (
+                    f"output {output!r} ({out.dtype} {out.shape}) cannot feed input {input_name!r} "
+                    f"({inp.dtype} {inp.shape})"
+                )
+        if problem:
+            raise ConversionError(
+                f"--state {output}={input_name}: {problem}",
+                step="load",
+                hint="pair an output with the input it becomes on the next call: same dtype and shape",
+            )
+    return [
+        spec.model_copy(
+            update={"state_for": pairs[spec.name], "batch_axis": by_input[pairs[spec.name]].batch_axis}
+        )
+        if spec.name in pairs
+        else spec
+        for spec in outputs
+    ]
 
 
 def _spec_error(text: str, why: str) -> ConversionError:

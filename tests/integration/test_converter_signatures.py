@@ -5,7 +5,9 @@ recurrent ``state`` [2, N, H] (batch on axis 1) and a scalar sample rate ``sr`` 
 returning a probability [N, 1] and the next state ``stateN`` [2, N, H]. Converted by the real
 converter for an ONNX profile and an OpenVINO one; each bundle is opened as the agent opens it and
 must answer like torch, pass its own golden check, and be served over gRPC to tritonclient, which
-sends a scalar INT64 and carries the state from one call to the next.
+sends a scalar INT64 and carries the state from one call to the next. ``--state stateN=state``
+pairs the state output with its input: the manifest records it, and the converter runs the
+evaluation set as a stream (the evaluation set gives only the initial state).
 """
 
 from __future__ import annotations
@@ -87,9 +89,10 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Converted:
     model = TinyVad().eval()
     chunk, state = _chunks(48, seed=1)
     np.savez(workdir / "calib.npz", input=chunk, state=state, sr=np.array(16000, np.int64))  # shared
-    chunk, state = _chunks(48, seed=2)
+    chunk, _ = _chunks(48, seed=2)
     rates = np.where(np.arange(48) < 32, 16000, 8000).astype(np.int64)  # one sample rate per sample
-    np.savez(workdir / "eval.npz", input=chunk, state=state, sr=rates)
+    initial = np.zeros((2, 1, HIDDEN), np.float32)  # a stream: only the first state is given
+    np.savez(workdir / "eval.npz", input=chunk, state=initial, sr=rates)
     private_key, public_key = generate_keypair(workdir / "keys", "signature-test")
     report = convert(
         model,
@@ -100,6 +103,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Converted:
         private_key,
         inputs=INPUTS,
         output_names=["prob", "stateN"],
+        states=["stateN=state"],
         precisions=["fp32"],
         name=NAME,
         benchmark_iterations=3,
@@ -143,10 +147,27 @@ def test_the_manifest_carries_each_tensors_batch_axis(converted: Converted) -> N
             ("state", "float32", [2, 1, HIDDEN], 1),
             ("sr", "int64", [], None),
         ], profile
-        assert [(s.name, s.shape, s.batch_axis) for s in manifest.outputs] == [
-            ("prob", [1, 1], 0),
-            ("stateN", [2, 1, HIDDEN], 1),
+        assert [(s.name, s.shape, s.batch_axis, s.state_for) for s in manifest.outputs] == [
+            ("prob", [1, 1], 0, None),
+            ("stateN", [2, 1, HIDDEN], 1, "state"),
         ], profile
+
+
+def test_validation_ran_the_evaluation_set_as_a_stream(converted: Converted, staged: dict[str, Path]) -> None:
+    """The golden inputs hold the states the original carried from one step to the next."""
+    eval_chunks = np.load(converted.workdir / "eval.npz")["input"]
+    for profile, directory in staged.items():
+        with np.load(directory / "golden.npz") as archive:
+            golden = {name: archive[name] for name in archive.files}
+        steps = golden["input"].shape[0]
+        assert steps >= 2 and golden["state"].shape == (2, steps, HIDDEN), profile
+        np.testing.assert_array_equal(golden["input"], eval_chunks[:steps])
+        state = np.zeros((2, 1, HIDDEN), np.float32)
+        for step in range(steps):
+            np.testing.assert_allclose(golden["state"][:, step : step + 1], state, atol=1e-6, err_msg=profile)
+            expected = converted.expected(eval_chunks[step : step + 1], state, 16000)
+            np.testing.assert_allclose(golden["stateN"][:, step : step + 1], expected["stateN"], atol=1e-5)
+            state = expected["stateN"]
 
 
 def test_sessions_loop_along_each_tensors_batch_axis_and_answer_like_torch(
