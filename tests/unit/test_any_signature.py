@@ -10,9 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from converter.data import check_dataset, join_batches, samples_first
+from converter.data import check_dataset, join_batches, run_sequence, samples_first, spread_initial_states
 from converter.errors import ConversionError
-from converter.signature import concrete_shape, parse_input_spec, spec_text, with_batch
+from converter.signature import (
+    concrete_shape,
+    pair_states,
+    parse_input_spec,
+    parse_state_pairs,
+    spec_text,
+    with_batch,
+)
 from edge_agent.runtimes import InvalidInput
 from edge_agent.runtimes.base import loops_over_batch
 from edge_agent.runtimes.feeds import join_samples, prepare_feeds, split_batch
@@ -295,3 +302,51 @@ def test_a_reference_without_batch_axes_keeps_its_fingerprint() -> None:
     x = np.random.default_rng(3).standard_normal((30, 4)).astype(np.float32)
     plain = build_reference_stats({"x": x}, {})
     assert "batch_axis" not in json.dumps(plain.to_dict())
+
+
+# --- recurrent state --------------------------------------------------------------------------
+
+
+def test_state_pairs_parse_and_check_against_the_signature() -> None:
+    assert parse_state_pairs(["stateN=state"]) == {"stateN": "state"}
+    assert parse_state_pairs({"h": "h0"}) == {"h": "h0"} and parse_state_pairs(None) == {}
+    with pytest.raises(ConversionError, match="expected OUTPUT=INPUT"):
+        parse_state_pairs(["stateN"])
+    source_out = TensorSpec(name="stateN", dtype="float32", shape=[2, -1, 3], batch_axis=0)
+    paired = pair_states([DYN_INPUT, DYN_STATE, SR], [source_out], {"stateN": "state"})
+    assert paired[0].state_for == "state" and paired[0].batch_axis == 1
+    for pairs, why in [
+        ({"nope": "state"}, "no output 'nope'"),
+        ({"stateN": "nope"}, "no input 'nope'"),
+        ({"stateN": "sr"}, "cannot feed input 'sr'"),
+    ]:
+        with pytest.raises(ConversionError, match=why):
+            pair_states([DYN_INPUT, DYN_STATE, SR], [source_out], pairs)
+
+
+def test_a_stream_runs_in_order_carrying_the_state() -> None:
+    arrays = _arrays(4, np.array(16000, np.int64))
+    arrays["state"] = np.zeros((2, 1, 3), np.float32)  # the initial state only
+    arrays = spread_initial_states(arrays, [DYN_INPUT, DYN_STATE, SR], {"state"})
+    assert arrays["state"].shape == (2, 4, 3)
+    data = check_dataset(arrays, [DYN_INPUT, DYN_STATE, SR], role="t", source="s")
+    dyn_state_n = STATE_N.model_copy(update={"shape": [2, -1, 3], "state_for": "state"})
+    calls: list[int] = []
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(feeds["state"].shape[1])
+        return _recurrence(feeds)
+
+    streamed, outputs = run_sequence(run, data, {"stateN": "state"}, [PROB, dyn_state_n])
+    assert calls == [1, 1, 1, 1]
+    state = np.zeros((2, 1, 3), np.float32)
+    for step in range(4):
+        np.testing.assert_allclose(streamed.inputs["state"][:, step : step + 1], state)
+        state = _recurrence({"input": arrays["input"][step : step + 1], "state": state, "sr": 16000})[
+            "stateN"
+        ]
+        np.testing.assert_allclose(outputs["stateN"][:, step : step + 1], state, rtol=1e-6)
+    assert outputs["prob"].shape == (4, 1)
+    # Each sample now runs on its own and gives the same answer as the stream.
+    again = _recurrence(next(streamed.batches(4)))
+    np.testing.assert_allclose(again["stateN"], outputs["stateN"], rtol=1e-6)
