@@ -245,3 +245,17 @@ def test_tritonclient_sends_a_scalar_and_carries_the_state(converted: Converted,
                 np.testing.assert_allclose(new_state, expected["stateN"], atol=1e-5, err_msg=profile)
                 state, want_state = new_state, expected["stateN"]
         assert "Traceback" not in agent.log()
+
+
+def test_cli_inputs_and_states_reach_the_converter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tests.integration.test_converter_errors import cli, cli_args, fake_conversion
+
+    calls = fake_conversion(monkeypatch, tmp_path)
+    extra = [arg for spec in INPUTS for arg in ("--input", spec)] + ["--state", "stateN=state"]
+    result = CliRunner().invoke(cli(), cli_args(tmp_path, *extra))
+    assert result.exit_code == 0, result.output
+    assert calls[0]["inputs"] == INPUTS and calls[0]["states"] == ["stateN=state"]
+    help_text = CliRunner().invoke(cli(), ["convert", "--help"]).output
+    assert "--state" in help_text and "sr::int64" in help_text
