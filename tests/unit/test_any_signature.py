@@ -350,3 +350,27 @@ def test_a_stream_runs_in_order_carrying_the_state() -> None:
     # Each sample now runs on its own and gives the same answer as the stream.
     again = _recurrence(next(streamed.batches(4)))
     np.testing.assert_allclose(again["stateN"], outputs["stateN"], rtol=1e-6)
+
+
+def test_the_agents_drift_monitor_counts_a_stateful_request_by_its_batch_axes() -> None:
+    from edge_agent.telemetry.drift import DriftAccumulator
+
+    rng = np.random.default_rng(4)
+    reference = build_reference_stats(
+        {
+            "input": rng.standard_normal((40, 4)).astype(np.float32),
+            "state": rng.standard_normal((40, 2, 3)).astype(np.float32),
+            "sr": np.full(40, 16000, np.int64),
+        },
+        {},
+        batch_axes={"state": 1, "sr": None},
+    )
+    accumulator = DriftAccumulator("vad", "1.0.0", reference, window_samples=4, window_s=60)
+    assert not accumulator.batch_first
+    request = {
+        "input": np.zeros((1, 4), np.float32),
+        "state": np.zeros((2, 1, 3), np.float32),
+        "sr": np.array(16000, np.int64),
+    }
+    closed = [w for _ in range(4) for w in accumulator.add(request, {}, now=1.0)]
+    assert len(closed) == 1 and closed[0].window.samples == 4
