@@ -68,7 +68,7 @@ class Dataset:
         """Feeds of at most ``size`` samples, in order, each shaped as the model takes it."""
         for start, stop in self.spans(size):
             yield {
-                k: v[start] if k in self.fixed else _rows(v, self.axis(k), slice(start, stop))
+                k: np.asarray(v[start]) if k in self.fixed else _rows(v, self.axis(k), slice(start, stop))
                 for k, v in self.inputs.items()
             }
 
