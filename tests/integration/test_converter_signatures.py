@@ -3,9 +3,10 @@
 A streaming voice-activity model shaped like Silero-VAD: a chunk of audio ``input`` [N, 64], a
 recurrent ``state`` [2, N, H] (batch on axis 1) and a scalar sample rate ``sr`` (int64, shape []),
 returning a probability [N, 1] and the next state ``stateN`` [2, N, H]. Converted by the real
-converter for an ONNX profile and an OpenVINO one; each bundle is opened as the agent opens it and
-must answer like torch, pass its own golden check, and be served over gRPC to tritonclient, which
-sends a scalar INT64 and carries the state from one call to the next. ``--state stateN=state``
+converter for an ONNX, an OpenVINO and a TFLite profile (whose model holds ``sr`` as int32); each
+bundle is opened as the agent opens it and must answer like torch, pass its own golden check,
+and be served over gRPC to tritonclient, which sends a scalar INT64 and carries the state from
+one call to the next. ``--state stateN=state``
 pairs the state output with its input: the manifest records it, and the converter runs the
 evaluation set as a stream (the evaluation set gives only the initial state).
 """
@@ -31,8 +32,8 @@ from tests.support.agent_process import running_agent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ONNX_PROFILE, INTEL = "generic-x86", "intel-x86-openvino"
-PROFILES = (ONNX_PROFILE, INTEL)
+ONNX_PROFILE, INTEL, PI = "generic-x86", "intel-x86-openvino", "raspberry-pi-5"
+PROFILES = (ONNX_PROFILE, INTEL, PI)
 NAME = "tiny-vad"
 CHUNK, HIDDEN = 64, 8
 INPUTS = ["input:Nx64:float32", "state:2xNx8:float32", "sr::int64"]
