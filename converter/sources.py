@@ -462,6 +462,8 @@ def _from_onnx(path: Path, overrides: Sequence[TensorSpec] | None) -> SourceMode
     outputs = [_onnx_spec(v) for v in model.graph.output]
     if overrides:
         inputs = _apply_overrides(inputs, overrides, path.name)
+    if not batch_first(inputs):
+        outputs = _onnx_output_batch_axes(model, inputs, outputs)
     has_conv = any(
         node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv") for node in model.graph.node
     )
@@ -487,6 +489,31 @@ def _onnx_spec(value: Any) -> TensorSpec:
     return TensorSpec(name=value.name, shape=shape, dtype=dtype, layout=guess_layout(shape))
 
 
+def _onnx_output_batch_axes(
+    model: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]
+) -> list[TensorSpec]:
+    """Outputs' batch axes where the inputs' are not all axis 0: the axis named like an input's batch.
+
+    ONNX names dynamic dimensions (``dim_param``): an output axis with the name an input's batch
+    axis has is the output's batch axis. Without such a name, a dynamic first axis is the batch,
+    and an output with neither has none (``--state`` gives a state output its input's).
+    """
+    graph_inputs = {v.name: v for v in model.graph.input}
+    names = set()
+    for spec in inputs:
+        value = graph_inputs.get(spec.name)
+        dims = value.type.tensor_type.shape.dim if value is not None else []
+        if spec.batch_axis is not None and spec.batch_axis < len(dims) and dims[spec.batch_axis].dim_param:
+            names.add(dims[spec.batch_axis].dim_param)
+    result = []
+    for spec, value in zip(outputs, model.graph.output, strict=True):
+        params = [d.dim_param for d in value.type.tensor_type.shape.dim]
+        named = [axis for axis, param in enumerate(params) if param and param in names]
+        axis = named[0] if named else (0 if spec.shape[:1] == [-1] else None)
+        result.append(spec.model_copy(update={"batch_axis": axis}))
+    return result
+
+
 def _apply_overrides(
     inputs: list[TensorSpec], overrides: Sequence[TensorSpec], model: str
 ) -> list[TensorSpec]:
@@ -508,6 +535,10 @@ def _run_onnx(source: SourceModel, feeds: Mapping[str, np.ndarray]) -> dict[str,
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(source.onnx_path), options, providers=["CPUExecutionProvider"])
+    if not batch_first(source.inputs):  # the caller batched the feeds (``Dataset.batches``)
+        names = [o.name for o in source.outputs]
+        feed = {s.name: np.asarray(feeds[s.name], order="C") for s in source.inputs}
+        return {name: np.asarray(a) for name, a in zip(names, session.run(names, feed), strict=True)}
     count = len(next(iter(feeds.values())))
     step = REFERENCE_BATCH if source.inputs[0].shape[:1] == [-1] else (source.inputs[0].shape[0] or 1)
     names = [o.name for o in source.outputs]

@@ -260,3 +260,98 @@ def test_cli_inputs_and_states_reach_the_converter(monkeypatch: pytest.MonkeyPat
     assert calls[0]["inputs"] == INPUTS and calls[0]["states"] == ["stateN=state"]
     help_text = CliRunner().invoke(cli(), ["convert", "--help"]).output
     assert "--state" in help_text and "sr::int64" in help_text
+
+
+def _onnx_recurrence(path: Path) -> dict[str, np.ndarray]:
+    """The same signature as an ONNX graph (onnx.helper): dynamic dimensions named ``batch``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    weights = {
+        "W": (0.3 * rng.standard_normal((CHUNK, HIDDEN))).astype(np.float32),
+        "U": (0.3 * rng.standard_normal((HIDDEN, 1))).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["input", "W"], ["x"]),
+        helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
+        helper.make_node("Div", ["srf", "rate"], ["scale"]),
+        helper.make_node("Mul", ["x", "scale"], ["xs"]),
+        helper.make_node("Add", ["state", "xs"], ["pre"]),  # [2, batch, H] + [batch, H] broadcasts
+        helper.make_node("Tanh", ["pre"], ["stateN"]),
+        helper.make_node("Gather", ["stateN", "one"], ["last"], axis=0),
+        helper.make_node("MatMul", ["last", "U"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["prob"]),
+    ]
+    initializers = [numpy_helper.from_array(v, k) for k, v in weights.items()]
+    initializers += [
+        numpy_helper.from_array(np.array(16000, np.float32), "rate"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "recurrence",
+        [
+            helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", CHUNK]),
+            helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", HIDDEN]),
+            helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+        ],
+        [
+            helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["batch", 1]),
+            helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", HIDDEN]),
+        ],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return weights
+
+
+def test_an_onnx_source_with_the_same_signature(tmp_path: Path) -> None:
+    """An ONNX model names its batch dimension: outputs find their batch axis by that name."""
+    weights = _onnx_recurrence(tmp_path / "vad.onnx")
+    chunk, _ = _chunks(24, seed=8)
+    np.savez(
+        tmp_path / "data.npz", input=chunk, state=np.zeros((2, 1, HIDDEN), np.float32), sr=np.array(8000)
+    )
+    private_key, public_key = generate_keypair(tmp_path / "keys", "onnx-signature")
+    report = convert(
+        tmp_path / "vad.onnx",
+        [ONNX_PROFILE, INTEL],
+        tmp_path / "data.npz",
+        tmp_path / "data.npz",
+        tmp_path / "out",
+        private_key,
+        inputs=["state:2xNx8:float32"],  # the graph cannot say which axis of the state is the batch
+        states={"stateN": "state"},
+        precisions=["fp32"],
+        name="onnx-vad",
+        benchmark_iterations=2,
+    )
+
+    def step(x: np.ndarray, state: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+        new = np.tanh(state + (x @ weights["W"]) * np.float32(sr / 16000))
+        return 1 / (1 + np.exp(-(new[1] @ weights["U"]))), new
+
+    x, state = _chunks(3, seed=9)
+    want_prob, want_state = step(x, state, 8000)
+    for result in report.profiles:
+        assert result.bundle is not None, result.error
+        manifest = verify_bundle(Path(result.bundle.path), [load_public_key(public_key)]).manifest
+        assert [(s.name, s.batch_axis) for s in manifest.inputs] == [("input", 0), ("state", 1), ("sr", None)]
+        assert [(s.name, s.batch_axis, s.state_for) for s in manifest.outputs] == [
+            ("prob", 0, None),
+            ("stateN", 1, "state"),
+        ]
+        directory = extract_bundle(
+            Path(result.bundle.path), tmp_path / result.profile, [load_public_key(public_key)]
+        )
+        assert directory.directory is not None
+        with open_bundle_session(directory.directory, manifest) as session:
+            out = session.infer({"input": x, "state": state, "sr": np.array(8000, np.int64)})
+            golden = load_golden(directory.directory, manifest)
+            assert golden is not None and run_golden(session.infer, golden).passed
+        np.testing.assert_allclose(out["stateN"], want_state, atol=1e-5, err_msg=result.profile)
+        np.testing.assert_allclose(out["prob"], want_prob, atol=1e-5, err_msg=result.profile)
