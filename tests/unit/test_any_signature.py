@@ -374,3 +374,15 @@ def test_the_agents_drift_monitor_counts_a_stateful_request_by_its_batch_axes() 
     }
     closed = [w for _ in range(4) for w in accumulator.add(request, {}, now=1.0)]
     assert len(closed) == 1 and closed[0].window.samples == 4
+
+
+def test_token_ids_get_a_coarse_token_histogram() -> None:
+    from models.stats.features import TOKEN_BANDS, extract_features
+
+    ids = np.array([[0, 0, 5, 300, 20000], [1, 2, 3, 4, 5]], np.int64)
+    features = extract_features("ids", ids)
+    shares = np.stack([features[f"ids/token_share[{b}]"].values for b in range(len(TOKEN_BANDS) + 1)])
+    np.testing.assert_allclose(shares.sum(axis=0), 1.0)
+    np.testing.assert_allclose(shares[:, 0], [0.4, 0.2, 0, 0.2, 0, 0, 0.2])
+    assert "ids/col[0]" in features  # the per-position values stay
+    assert not any("token_share" in name for name in extract_features("x", ids.astype(np.float32)))
