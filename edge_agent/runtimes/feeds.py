@@ -161,7 +161,10 @@ def split_batch(
         if axis is None or value.ndim <= axis:
             sample[name] = value
         else:
-            sample[name] = np.ascontiguousarray(np.take(value, [index], axis=axis))
+            # A slice: a view on axis 0 (no copy, as before), a contiguous copy elsewhere.
+            where: list[slice] = [slice(None)] * value.ndim
+            where[axis] = slice(index, index + 1)
+            sample[name] = np.ascontiguousarray(value[tuple(where)])
     return sample
 
 
