@@ -20,6 +20,7 @@ from pydantic import Field
 
 from converter.artifacts import Artifact
 from converter.context import AttemptState, ConversionContext, TargetState
+from converter.data import Dataset, samples_first, take_samples
 from converter.errors import ConversionError
 from converter.metrics import is_classifier
 from converter.passes import Pass, _Config, open_artifact, run_batches
@@ -112,10 +113,15 @@ class PackagePass(Pass[PackageConfig]):
     def _write_golden(self, ctx: ConversionContext, state: AttemptState, path: Path) -> GoldenSpec:
         _, evaluation, _ = ctx.require_data()
         assert state.outputs is not None
-        picks = golden_indices(state.outputs, self.config.golden_samples)
-        # Keyed by the manifest's tensor names, which are unique across inputs and outputs.
-        arrays = {k: v[picks] for k, v in evaluation.inputs.items()}
-        arrays.update({k: v[picks] for k, v in state.outputs.items()})
+        source = ctx.require_source()
+        candidates = _golden_candidates(evaluation)
+        outputs = take_samples(state.outputs, source.outputs, candidates)
+        picks = candidates[golden_indices(samples_first(outputs, source.outputs), self.config.golden_samples)]
+        # Keyed by the manifest's tensor names, which are unique across inputs and outputs; each
+        # tensor's samples on its own batch axis, an input without one stored once (shape as served).
+        chosen = evaluation.select(picks)
+        arrays = {k: v[0] if k in chosen.fixed else v for k, v in chosen.inputs.items()}
+        arrays.update(take_samples(state.outputs, source.outputs, picks))
         _save_npz(path, arrays)
         atol, rtol = golden_tolerance(state.attempt.precision, state.outputs)
         return GoldenSpec(file=GOLDEN_NAME, atol=atol, rtol=rtol, min_top1_agreement=1.0)
@@ -141,8 +147,9 @@ class PackagePass(Pass[PackageConfig]):
             produced = run_batches(session, sample, 64)
         try:
             stats = build_reference_stats(
-                sample.inputs,
-                produced,
+                {name: sample.samples_first(name) for name in sample.inputs},
+                samples_first(produced, outputs),
+                batch_axes={s.name: s.batch_axis for s in [*inputs, *outputs] if s.batch_axis != 0},
                 n_bins=self.config.n_bins,
                 seed=0,
                 layouts={s.name: s.layout for s in [*inputs, *outputs] if s.layout != "ANY"},
@@ -218,6 +225,19 @@ class PackagePass(Pass[PackageConfig]):
         )
 
 
+def _golden_candidates(evaluation: Dataset) -> np.ndarray:
+    """The samples golden I/O may use: those sharing the first sample's per-sample fixed inputs.
+
+    The golden inputs are fed as one request, so an input without a batch axis (a sample rate)
+    must hold one value for all of them.
+    """
+    rows = np.arange(evaluation.size)
+    for name in evaluation.fixed:
+        values = evaluation.inputs[name]
+        rows = rows[[bool(np.array_equal(values[i], values[0])) for i in rows]]
+    return rows
+
+
 def golden_indices(outputs: dict[str, np.ndarray], count: int) -> np.ndarray:
     """The samples to freeze as golden I/O: for a classifier, those with the widest top-1 margin.
 
@@ -263,7 +283,7 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         for name in sorted(arrays):
             entry = io.BytesIO()
-            np.lib.format.write_array(entry, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            np.lib.format.write_array(entry, np.asarray(arrays[name], order="C"), allow_pickle=False)
             archive.writestr(
                 zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), entry.getvalue()
             )

@@ -19,7 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from converter.artifacts import Artifact
 from converter.context import ConversionContext, TargetState
-from converter.data import Dataset, check_dataset, read_npz
+from converter.data import (
+    Dataset,
+    check_dataset,
+    join_batches,
+    read_npz,
+    run_sequence,
+    samples_first,
+    spread_initial_states,
+)
 from converter.errors import ConversionError, describe_failure
 from converter.metrics import (
     MetricError,
@@ -34,8 +42,8 @@ from converter.metrics import (
 )
 from converter.planning import CalibrationMethod, SourceKind, TargetPlan, plan_target
 from converter.quiet import quiet
-from converter.signature import interface_signature
-from converter.sources import SourceModel, load_source
+from converter.signature import batch_first, interface_signature, pair_states
+from converter.sources import REFERENCE_BATCH, SourceModel, load_source
 from hw_profiles.schema import AcceleratorKind, HardwareProfile, ModelFormat, Precision, Tolerance
 from models.bundle.manifest import TensorSpec
 
@@ -70,6 +78,9 @@ class LoadConfig(_Config):
     evaluation: Path
     inputs: list[TensorSpec] | None = None
     output_names: list[str] | None = None
+    states: dict[str, str] = Field(
+        default_factory=dict, description="Recurrent state: output name -> the input it feeds next call."
+    )
 
 
 class LoadPass(Pass[LoadConfig]):
@@ -85,6 +96,11 @@ class LoadPass(Pass[LoadConfig]):
             source = load_source(
                 cfg.source, inputs=cfg.inputs, output_names=cfg.output_names, sample_arrays=calib_arrays
             )
+        if cfg.states:
+            source.outputs = pair_states(source.inputs, source.outputs, cfg.states)
+            fed = set(cfg.states.values())
+            calib_arrays = spread_initial_states(calib_arrays, source.inputs, fed)
+            eval_arrays = spread_initial_states(eval_arrays, source.inputs, fed)
         ctx.source = source
         ctx.calibration = check_dataset(
             calib_arrays, source.inputs, role="calibration", source=str(cfg.calibration)
@@ -93,7 +109,16 @@ class LoadPass(Pass[LoadConfig]):
             eval_arrays, source.inputs, role="evaluation", source=str(cfg.evaluation)
         )
         with ctx.progress.task("run the fp32 original on the evaluation set", total=1) as advance, quiet():
-            ctx.reference = source.run(ctx.evaluation.inputs)
+            if cfg.states:
+                # A stream: the samples run in order, each fed the state the previous one returned.
+                # The data then holds the states the original saw, so every later step (calibration,
+                # validation, golden I/O) can judge each sample on its own.
+                ctx.calibration, _ = run_sequence(source.run, ctx.calibration, cfg.states, source.outputs)
+                ctx.evaluation, ctx.reference = run_sequence(
+                    source.run, ctx.evaluation, cfg.states, source.outputs
+                )
+            else:
+                ctx.reference = reference_outputs(source, ctx.evaluation)
             advance(1)
 
 
@@ -444,7 +469,10 @@ class ValidatePass(Pass[ValidateConfig]):
                 self.config.tolerance or target.profile.tolerance, self.config.tolerances
             )
             state.metrics = compute_metrics(
-                reference, {k: outputs[k] for k in reference}, evaluation.labels, metrics=self.config.metrics
+                samples_first(reference, ctx.require_source().outputs),
+                samples_first({k: outputs[k] for k in reference}, ctx.require_source().outputs),
+                evaluation.labels,
+                metrics=self.config.metrics,
             )
             state.verdict = judge(
                 state.metrics,
@@ -562,17 +590,24 @@ def run_batches(
     parts: list[dict[str, np.ndarray]] = []
     try:
         with quiet():
-            for feeds in data.batches(batch_size):
+            for (start, stop), feeds in zip(data.spans(batch_size), data.batches(batch_size), strict=True):
                 parts.append(session.infer(feeds))
                 if advance is not None:
-                    advance(len(next(iter(feeds.values()))))
+                    advance(stop - start)
     except RuntimeBackendError as exc:
         raise ConversionError(
             f"inference failed: {exc}",
             step="validate",
             hint="the artifact does not run in its runtime; pick another precision or format",
         ) from exc
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    return join_batches(parts, getattr(session, "outputs", []))
+
+
+def reference_outputs(source: SourceModel, data: Dataset) -> dict[str, np.ndarray]:
+    """The fp32 original's outputs for every sample of ``data``, joined along their batch axes."""
+    if not data.fixed and batch_first(source.inputs):
+        return source.run(data.inputs)
+    return join_batches([source.run(feeds) for feeds in data.batches(REFERENCE_BATCH)], source.outputs)
 
 
 # --- benchmark ----------------------------------------------------------------------------------
@@ -597,7 +632,7 @@ class BenchmarkPass(Pass[BenchmarkConfig]):
         plan, state = target.require_plan(), _require_chosen(target)
         artifact = _require_artifact(state.artifact)
         _, evaluation, _ = ctx.require_data()
-        feeds = {k: v[: plan.batch or 1] for k, v in evaluation.inputs.items()}
+        feeds = next(evaluation.batches(plan.batch or 1))
         baseline = psutil.Process().memory_info().rss
         label = (
             f"{target.profile.name}: benchmark {artifact.attempt.label} ({target.profile.threads} threads)"

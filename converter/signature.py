@@ -1,7 +1,15 @@
 """Input and output signatures: parsing ``--input`` specs and reconciling them with the data.
 
-A spec reads ``name:1x1x8x8:float32`` (optionally ``:NCHW`` at the end). A dimension written
-``N``, ``?`` or ``-1`` is dynamic. The first dimension is the batch.
+A spec reads ``name:shape:dtype`` (optionally ``:NCHW`` at the end), the shape's dimensions
+joined by ``x``:
+
+- ``N`` (or ``B``, ``batch``) marks the batch axis, wherever it is, and makes it dynamic:
+  ``state:2xNx128:float32`` has its batch on axis 1. At most one ``N`` per input.
+- ``?`` or ``-1`` is another dynamic dimension; without an ``N``, a dynamic first dimension is
+  the batch (``?x3`` reads like ``Nx3``).
+- without ``N``, a first dimension of 1 is a static batch of 1 on axis 0 (``1x3x224x224``), as
+  always; any other fixed shape (``2x1x128``, ``10``) has no batch axis: it is served as is.
+- an empty shape is a scalar: ``sr::int64``. It has no batch axis.
 
 A bundle serves the source's dtypes (``interface_signature``): where a format narrowed a tensor
 (int64 token ids become int32 in TFLite), the manifest still declares the source's dtype, and
@@ -10,7 +18,7 @@ the runtime session casts at its edge.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import get_args
 
 import numpy as np
@@ -20,19 +28,27 @@ from models.bundle.manifest import Layout, TensorDType, TensorSpec
 
 DTYPES: tuple[str, ...] = get_args(TensorDType)
 LAYOUTS: tuple[str, ...] = get_args(Layout)
-_DYNAMIC = {"n", "?", "-1", "b", "batch"}
-SPEC_EXAMPLE = "input:1x3x224x224:float32 (or input:Nx3x224x224:float32:NCHW)"
+_BATCH = {"n", "b", "batch"}
+_DYNAMIC = {"?", "-1"}
+SPEC_EXAMPLE = (
+    "input:1x3x224x224:float32 (or input:Nx3x224x224:float32:NCHW; state:2xNx128:float32 puts the "
+    "batch on axis 1; sr::int64 is a scalar)"
+)
 
 
 def parse_input_spec(text: str) -> TensorSpec:
     """Parse one ``--input`` value into a ``TensorSpec``; errors say what a good spec looks like."""
     parts = text.strip().split(":")
-    if len(parts) not in (3, 4) or not all(parts):
-        raise _spec_error(text, "expected name:shape:dtype[:layout]")
-    name, shape_text, dtype = parts[0], parts[1], parts[2].lower()
+    if len(parts) not in (3, 4) or not parts[0] or not parts[2] or (len(parts) == 4 and not parts[3]):
+        raise _spec_error(text, "expected name:shape:dtype[:layout] (name::dtype for a scalar)")
+    name, shape_text, dtype = parts[0], parts[1].strip(), parts[2].lower()
     layout = parts[3].upper() if len(parts) == 4 else "ANY"
+    dims = [d.strip().lower() for d in shape_text.split("x")] if shape_text else []
+    batch_marks = [axis for axis, d in enumerate(dims) if d in _BATCH]
+    if len(batch_marks) > 1:
+        raise _spec_error(text, f"N marks the one batch axis, but {shape_text!r} has {len(batch_marks)}")
     try:
-        shape = [-1 if d.strip().lower() in _DYNAMIC else int(d) for d in shape_text.lower().split("x")]
+        shape = [-1 if d in _BATCH or d in _DYNAMIC else int(d) for d in dims]
     except ValueError:
         raise _spec_error(text, f"shape {shape_text!r} is not like 1x3x224x224") from None
     if any(d == 0 or d < -1 for d in shape):
@@ -41,7 +57,21 @@ def parse_input_spec(text: str) -> TensorSpec:
         raise _spec_error(text, f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if layout not in LAYOUTS:
         raise _spec_error(text, f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    return TensorSpec(name=name, shape=shape, dtype=dtype, layout=layout)
+    if batch_marks:
+        batch_axis: int | None = batch_marks[0]
+    elif shape and shape[0] in (1, -1):
+        batch_axis = 0
+    else:
+        batch_axis = None
+    return TensorSpec(name=name, shape=shape, dtype=dtype, layout=layout, batch_axis=batch_axis)
+
+
+def spec_text(spec: TensorSpec) -> str:
+    """A spec's shape as ``--input`` writes it: ``N`` on a dynamic batch axis, ``?`` elsewhere."""
+    return "x".join(
+        "N" if axis == spec.batch_axis and d == -1 else ("?" if d == -1 else str(d))
+        for axis, d in enumerate(spec.shape)
+    )
 
 
 def guess_layout(shape: list[int]) -> str:
@@ -78,7 +108,8 @@ def interface_signature(
 
     Only the narrowings a runtime session can undo at its edge count (``castable``: int64 held
     as int32); quantized tensors keep the model's integers and parameters (clients speak float).
-    Names, shapes and layouts stay the model's.
+    Names, shapes and layouts stay the model's; batch axes and state pairs are the source's (a
+    model file does not record which axis counts samples).
     """
     from edge_agent.runtimes.casting import castable
 
@@ -90,24 +121,116 @@ def interface_signature(
             return spec
         return spec.model_copy(update={"dtype": wanted})
 
-    inputs, outputs = [served(s) for s in model_inputs], [served(s) for s in model_outputs]
+    inputs = with_batch_axes([served(s) for s in model_inputs], source_inputs)
+    outputs = with_batch_axes([served(s) for s in model_outputs], source_outputs)
     if inputs == list(model_inputs) and outputs == list(model_outputs):
         return None
     return inputs, outputs
 
 
 def with_batch(spec: TensorSpec, batch: int | None) -> TensorSpec:
-    """The spec with its first dimension fixed to ``batch`` (or made dynamic with None)."""
-    if not spec.shape:
+    """The spec with its batch dimension fixed to ``batch`` (or made dynamic with None)."""
+    if spec.batch_axis is None:
         return spec
-    return spec.model_copy(update={"shape": [-1 if batch is None else batch, *spec.shape[1:]]})
+    shape = list(spec.shape)
+    shape[spec.batch_axis] = -1 if batch is None else batch
+    return spec.model_copy(update={"shape": shape})
 
 
 def concrete_shape(spec: TensorSpec, batch: int) -> tuple[int, ...]:
-    """A shape to build a sample with: the batch as given, other dynamic dimensions as 1."""
-    if not spec.shape:
-        return ()
-    return (batch, *(1 if d == -1 else d for d in spec.shape[1:]))
+    """A shape to build a sample with: the batch as given on the batch axis, other dynamic dimensions as 1."""
+    return tuple(
+        batch if axis == spec.batch_axis else (1 if d == -1 else d) for axis, d in enumerate(spec.shape)
+    )
+
+
+def batch_first(specs: Sequence[TensorSpec]) -> bool:
+    """Whether every tensor counts its samples on axis 0 (the only axis the exporters make dynamic)."""
+    return all(spec.batch_axis == 0 for spec in specs)
+
+
+def with_batch_axes(specs: Sequence[TensorSpec], declared: Sequence[TensorSpec]) -> list[TensorSpec]:
+    """``specs`` (read from a model) with the batch axes and state pairs of ``declared`` (the source's)."""
+    by_name = {spec.name: spec for spec in declared}
+    result = []
+    for spec in specs:
+        want = by_name.get(spec.name)
+        if want is None or len(want.shape) != len(spec.shape):
+            result.append(spec)
+            continue
+        update: dict[str, object] = {}
+        if want.batch_axis != spec.batch_axis:
+            update["batch_axis"] = want.batch_axis
+        if want.state_for != spec.state_for:
+            update["state_for"] = want.state_for
+        result.append(spec.model_copy(update=update) if update else spec)
+    return result
+
+
+def parse_state_pairs(items: Sequence[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """``--state OUTPUT=INPUT`` values as {output: input}: the output feeds the input on the next call."""
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    pairs: dict[str, str] = {}
+    for item in items:
+        output, _, input_name = item.partition("=")
+        if not output.strip() or not input_name.strip():
+            raise ConversionError(
+                f"--state {item!r}: expected OUTPUT=INPUT",
+                step="load",
+                hint="name the output that carries the state and the input it feeds next, "
+                "e.g. --state stateN=state",
+            )
+        pairs[output.strip()] = input_name.strip()
+    return pairs
+
+
+def pair_states(
+    inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], pairs: Mapping[str, str]
+) -> list[TensorSpec]:
+    """``outputs`` with ``state_for`` set and the paired input's batch axis, after checking each pair fits.
+
+    An output that feeds an input must have its dtype and rank, and the same size on every axis
+    but the batch.
+    """
+    by_input = {spec.name: spec for spec in inputs}
+    by_output = {spec.name: spec for spec in outputs}
+    fed = list(pairs.values())
+    for output, input_name in pairs.items():
+        problem = None
+        if output not in by_output:
+            problem = f"the model has no output {output!r} (it has {sorted(by_output)})"
+        elif input_name not in by_input:
+            problem = f"the model has no input {input_name!r} (it has {sorted(by_input)})"
+        elif fed.count(input_name) > 1:
+            problem = f"input {input_name!r} is fed by more than one output"
+        else:
+            out, inp = by_output[output], by_input[input_name]
+            same_shape = len(out.shape) == len(inp.shape) and all(
+                a == inp.batch_axis or -1 in (o, i) or o == i
+                for a, (o, i) in enumerate(zip(out.shape, inp.shape, strict=True))
+            )
+            if out.dtype != inp.dtype or not same_shape:
+                problem = (
+                    f"output {output!r} ({out.dtype} {out.shape}) cannot feed input {input_name!r} "
+                    f"({inp.dtype} {inp.shape})"
+                )
+        if problem:
+            raise ConversionError(
+                f"--state {output}={input_name}: {problem}",
+                step="load",
+                hint="pair an output with the input it becomes on the next call: same dtype and shape",
+            )
+    return [
+        spec.model_copy(
+            update={"state_for": pairs[spec.name], "batch_axis": by_input[pairs[spec.name]].batch_axis}
+        )
+        if spec.name in pairs
+        else spec
+        for spec in outputs
+    ]
 
 
 def _spec_error(text: str, why: str) -> ConversionError:

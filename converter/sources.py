@@ -20,7 +20,7 @@ import numpy as np
 
 from converter.errors import ConversionError, describe_failure
 from converter.planning import ModelFacts, SourceKind
-from converter.signature import concrete_shape, guess_layout, spec_from_array
+from converter.signature import batch_first, concrete_shape, guess_layout, spec_from_array
 from models.bundle.manifest import TensorSpec
 
 TORCHSCRIPT_SUFFIXES = frozenset({".pt", ".pth", ".ts", ".torchscript", ".jit"})
@@ -53,8 +53,13 @@ class SourceModel:
     notes: list[str] = field(default_factory=list)
 
     def facts(self) -> ModelFacts:
-        fixed = {spec.shape[0] for spec in self.inputs if spec.shape and spec.shape[0] != -1}
-        return ModelFacts(source_kind=self.kind, batch=min(fixed) if fixed else None, has_conv=self.has_conv)
+        fixed = {b for spec in self.inputs if (b := spec.batch_size) is not None and b != -1}
+        batch = min(fixed) if fixed else None
+        if batch is None and not batch_first([*self.inputs, *self.outputs]):
+            # The exporters make axis 0 dynamic: a batch elsewhere, a scalar or a fixed shape is
+            # built for one sample and looped over (per tensor, along its own batch axis).
+            batch = 1
+        return ModelFacts(source_kind=self.kind, batch=batch, has_conv=self.has_conv)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The fp32 original's outputs for ``feeds`` (any number of samples)."""
@@ -332,17 +337,20 @@ def _finish_torch(
             step="load",
             hint="give one --output name per model output, in order",
         )
-    outputs = [
-        TensorSpec(
-            name=n,
-            shape=[
-                -1 if inputs[0].shape and inputs[0].shape[0] == -1 and i == 0 else d
-                for i, d in enumerate(t.shape)
-            ],
-            dtype=str(t.dtype).removeprefix("torch."),
-        )
-        for n, t in zip(names, tensors, strict=True)
-    ]
+    if batch_first(inputs):
+        outputs = [
+            TensorSpec(
+                name=n,
+                shape=[
+                    -1 if inputs[0].shape and inputs[0].shape[0] == -1 and i == 0 else d
+                    for i, d in enumerate(t.shape)
+                ],
+                dtype=str(t.dtype).removeprefix("torch."),
+            )
+            for n, t in zip(names, tensors, strict=True)
+        ]
+    else:
+        outputs = _torch_outputs_by_probing(module, inputs, names, tensors)
     return SourceModel(
         kind=kind,
         name=_slug(name),
@@ -354,9 +362,41 @@ def _finish_torch(
     )
 
 
-def _probe_batch(spec: TensorSpec) -> int:
+def _probe_batch(spec: TensorSpec, dynamic: int = 2) -> int:
     # Batch 2 when dynamic, so a model that squeezes the batch axis is caught here, not in export.
-    return 2 if spec.shape and spec.shape[0] == -1 else (spec.shape[0] if spec.shape else 1)
+    batch = spec.batch_size
+    return dynamic if batch == -1 else (batch or 1)
+
+
+def _torch_outputs_by_probing(
+    module: Any, inputs: list[TensorSpec], names: list[str], tensors: list[Any]
+) -> list[TensorSpec]:
+    """Outputs of a model whose inputs do not all count samples on axis 0.
+
+    With a dynamic batch, a second run at batch 3 shows which axis of each output follows it (the
+    batch axis; none if no axis moved). With a static one, an output's batch axis is 0 when some
+    input has a batch axis, none otherwise.
+    """
+    import torch
+
+    dynamic = any(spec.has_dynamic_batch for spec in inputs)
+    if dynamic:
+        with torch.no_grad():
+            again = _flatten_outputs(
+                module(*(torch.from_numpy(_zeros(s, batch=_probe_batch(s, 3))) for s in inputs))
+            )
+    outputs = []
+    for i, (n, t) in enumerate(zip(names, tensors, strict=True)):
+        shape = [int(d) for d in t.shape]
+        if dynamic:
+            moved = [a for a, (d, e) in enumerate(zip(shape, again[i].shape, strict=True)) if d != int(e)]
+            axis = moved[0] if moved else None
+            shape = [-1 if a == axis else d for a, d in enumerate(shape)]
+        else:
+            axis = 0 if shape and any(s.batch_axis is not None for s in inputs) else None
+        dtype = str(t.dtype).removeprefix("torch.")
+        outputs.append(TensorSpec(name=n, shape=shape, dtype=dtype, batch_axis=axis))
+    return outputs
 
 
 def _flatten_outputs(raw: Any) -> list[Any]:
@@ -383,6 +423,11 @@ def _torch_has_conv(module: Any) -> bool:
 def _run_torch(source: SourceModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     import torch
 
+    if not batch_first(source.inputs):  # the caller batched the feeds (``Dataset.batches``)
+        with torch.no_grad():
+            args = [torch.from_numpy(np.asarray(feeds[s.name], order="C")) for s in source.inputs]
+            raw = _flatten_outputs(source.module(*args))
+        return {spec.name: t.detach().numpy() for spec, t in zip(source.outputs, raw, strict=True)}
     batches: list[list[np.ndarray]] = []
     count = len(next(iter(feeds.values())))
     step = REFERENCE_BATCH if source.inputs[0].shape[:1] == [-1] else (source.inputs[0].shape[0] or 1)
@@ -417,6 +462,8 @@ def _from_onnx(path: Path, overrides: Sequence[TensorSpec] | None) -> SourceMode
     outputs = [_onnx_spec(v) for v in model.graph.output]
     if overrides:
         inputs = _apply_overrides(inputs, overrides, path.name)
+    if not batch_first(inputs):
+        outputs = _onnx_output_batch_axes(model, inputs, outputs)
     has_conv = any(
         node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv") for node in model.graph.node
     )
@@ -442,6 +489,31 @@ def _onnx_spec(value: Any) -> TensorSpec:
     return TensorSpec(name=value.name, shape=shape, dtype=dtype, layout=guess_layout(shape))
 
 
+def _onnx_output_batch_axes(
+    model: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]
+) -> list[TensorSpec]:
+    """Outputs' batch axes where the inputs' are not all axis 0: the axis named like an input's batch.
+
+    ONNX names dynamic dimensions (``dim_param``): an output axis with the name an input's batch
+    axis has is the output's batch axis. Without such a name, a dynamic first axis is the batch,
+    and an output with neither has none (``--state`` gives a state output its input's).
+    """
+    graph_inputs = {v.name: v for v in model.graph.input}
+    names = set()
+    for spec in inputs:
+        value = graph_inputs.get(spec.name)
+        dims = value.type.tensor_type.shape.dim if value is not None else []
+        if spec.batch_axis is not None and spec.batch_axis < len(dims) and dims[spec.batch_axis].dim_param:
+            names.add(dims[spec.batch_axis].dim_param)
+    result = []
+    for spec, value in zip(outputs, model.graph.output, strict=True):
+        params = [d.dim_param for d in value.type.tensor_type.shape.dim]
+        named = [axis for axis, param in enumerate(params) if param and param in names]
+        axis = named[0] if named else (0 if spec.shape[:1] == [-1] else None)
+        result.append(spec.model_copy(update={"batch_axis": axis}))
+    return result
+
+
 def _apply_overrides(
     inputs: list[TensorSpec], overrides: Sequence[TensorSpec], model: str
 ) -> list[TensorSpec]:
@@ -463,6 +535,10 @@ def _run_onnx(source: SourceModel, feeds: Mapping[str, np.ndarray]) -> dict[str,
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(source.onnx_path), options, providers=["CPUExecutionProvider"])
+    if not batch_first(source.inputs):  # the caller batched the feeds (``Dataset.batches``)
+        names = [o.name for o in source.outputs]
+        feed = {s.name: np.asarray(feeds[s.name], order="C") for s in source.inputs}
+        return {name: np.asarray(a) for name, a in zip(names, session.run(names, feed), strict=True)}
     count = len(next(iter(feeds.values())))
     step = REFERENCE_BATCH if source.inputs[0].shape[:1] == [-1] else (source.inputs[0].shape[0] or 1)
     names = [o.name for o in source.outputs]

@@ -44,7 +44,7 @@ from converter.passes import (
 from converter.planning import CalibrationMethod, plan_target
 from converter.progress import NullProgress, Progress
 from converter.report import AttemptRecord, ConversionReport, ProfileResult
-from converter.signature import parse_input_spec
+from converter.signature import parse_input_spec, parse_state_pairs
 from hw_profiles.schema import ModelFormat, Precision, Tolerance
 from models.bundle.manifest import Preprocessing, TensorSpec
 
@@ -272,6 +272,7 @@ def convert(
     progress: Progress | None = None,
     inputs: Sequence[TensorSpec | str] | None = None,
     output_names: Sequence[str] | None = None,
+    states: Sequence[str] | Mapping[str, str] | None = None,
     name: str | None = None,
     version: str = "1.0.0",
     preprocessing: Preprocessing | None = None,
@@ -289,7 +290,9 @@ def convert(
     ``formats``/``precisions`` override the profiles' preferences; ``calibrations`` narrows (and
     orders) the static int8 calibration methods tried (``minmax``, ``entropy``, ``percentile``, ...);
     ``inputs`` (``TensorSpec`` or ``name:1x3x224x224:float32``) describe a PyTorch model's inputs when
-    the data cannot.
+    the data cannot (``state:2xNx128:float32`` puts the batch on axis 1, ``sr::int64`` is a scalar);
+    ``states`` (``["stateN=state"]`` or ``{"stateN": "state"}``) pair an output with the input it
+    feeds on the next call, for recurrent models: validation then runs the data as a stream.
 
     ``metrics`` choose how each output is judged (``MetricSpec`` or ``"iou:0.3"``,
     ``"maps=iou:0.3"``, ``"logits=topk:5"``, ``"probs=mymodule:score"``; docs/converter.md,
@@ -323,6 +326,7 @@ def convert(
                     evaluation=Path(eval),
                     inputs=specs,
                     output_names=output_names,
+                    states=parse_state_pairs(states),
                 )
             ),
             PlanPass(

@@ -61,7 +61,7 @@ def load_golden(directory: Path, manifest: Manifest) -> GoldenSet | None:
     if missing:
         raise GoldenError(f"{spec.file} lacks the tensor(s) {', '.join(missing)}")
     inputs = {
-        t.name: np.ascontiguousarray(arrays[t.name], dtype=np.dtype(t.client_dtype)) for t in manifest.inputs
+        t.name: np.asarray(arrays[t.name], dtype=np.dtype(t.client_dtype), order="C") for t in manifest.inputs
     }
     expected = {t.name: arrays[t.name] for t in manifest.outputs}
     return GoldenSet(inputs=inputs, expected=expected, spec=spec)

@@ -85,5 +85,8 @@ def finish_outputs(
 
 
 def loops_over_batch(specs: list[TensorSpec]) -> bool:
-    """True when a batch larger than 1 must run sample by sample: some input has a static batch of 1."""
-    return any(spec.shape[:1] == [1] for spec in specs)
+    """True when a batch larger than 1 must run sample by sample: some input has a static batch of 1.
+
+    The batch is the spec's ``batch_axis`` (axis 0 unless the manifest says otherwise).
+    """
+    return any(spec.batch_axis is not None and spec.shape[spec.batch_axis] == 1 for spec in specs)

@@ -51,7 +51,7 @@ def narrow_feed(name: str, array: np.ndarray, runtime_dtype: str) -> np.ndarray:
                 "refused rather than wrapped",
                 hint=f"send {name!r} values within {target.name}'s range",
             )
-    return np.ascontiguousarray(array, dtype=target)
+    return np.asarray(array, dtype=target, order="C")  # a scalar stays 0-D
 
 
 def widen_output(array: np.ndarray, interface_dtype: str) -> np.ndarray:

@@ -27,10 +27,12 @@ def prepare_feeds(
 ) -> tuple[dict[str, np.ndarray], int | None]:
     """Check names, dtypes and shapes; quantize float feeds of quantized inputs unless ``raw``.
 
-    Returns the feeds in the model's dtypes (C-contiguous) and the batch size (the first
-    dimension the feeds agree on; ``None`` for a model whose inputs are scalars). With
-    ``batch_loop`` the caller will run the samples one by one, so an input with a static batch
-    of 1 accepts any batch, and every input must then carry the same batch. ``runtime_dtypes``
+    Returns the feeds in the model's dtypes (C-contiguous) and the batch size (the size of each
+    input's batch axis, ``TensorSpec.batch_axis``, which the feeds agree on; ``None`` for a model
+    whose inputs have no batch axis, such as scalars). With ``batch_loop`` the caller will run the
+    samples one by one, so an input with a static batch of 1 accepts any batch on its batch axis,
+    and every input with a batch axis must then carry the same batch; inputs without one are
+    shared by every sample. ``runtime_dtypes``
     names the inputs the model runs narrower than ``specs`` serve them (int32 inside a TFLite
     model for int64 ids): they are checked against ``specs``, then narrowed, and refused when a
     value does not fit (``edge_agent.runtimes.casting``).
@@ -47,11 +49,17 @@ def prepare_feeds(
         raise InvalidInput(
             f"missing input(s) {missing}; the model takes {expected}", hint="send a value for every input"
         )
-    prepared = {spec.name: prepare_feed(spec, feeds[spec.name], raw=raw) for spec in specs}
+    prepared = {
+        spec.name: prepare_feed(spec, feeds[spec.name], raw=raw, batch_loop=batch_loop) for spec in specs
+    }
     for name, runtime_dtype in (runtime_dtypes or {}).items():
         if name in prepared:
             prepared[name] = narrow_feed(name, prepared[name], runtime_dtype)
-    batches = {spec.name: prepared[spec.name].shape[0] for spec in specs if prepared[spec.name].ndim > 0}
+    batches = {
+        spec.name: prepared[spec.name].shape[spec.batch_axis]
+        for spec in specs
+        if spec.batch_axis is not None and prepared[spec.name].ndim > spec.batch_axis
+    }
     if batch_loop and len(set(batches.values())) > 1:
         raise InvalidInput(
             f"the inputs carry different batch sizes {batches}",
@@ -60,16 +68,22 @@ def prepare_feeds(
     return prepared, (next(iter(batches.values())) if batches else None)
 
 
-def prepare_feed(spec: TensorSpec, value: Any, *, raw: bool) -> np.ndarray:
+def prepare_feed(spec: TensorSpec, value: Any, *, raw: bool, batch_loop: bool = True) -> np.ndarray:
     """One input: coerce the dtype (quantizing when asked) and check the shape."""
     array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    check_shape(spec, array.shape)
+    check_shape(spec, array.shape, batch_loop=batch_loop)
     converted = coerce_dtype(spec, array, raw=raw)
+    if converted.ndim == 0:
+        # ascontiguousarray would make a scalar 1-D; OpenVINO cannot share a read-only 0-D buffer.
+        return converted if converted.flags.writeable else converted.copy()
     return np.ascontiguousarray(converted)
 
 
-def check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
-    """Rank must match; so must every fixed dimension but a static batch of 1 (run sample by sample)."""
+def check_shape(spec: TensorSpec, shape: tuple[int, ...], *, batch_loop: bool = True) -> None:
+    """Rank must match; so must every fixed dimension but a static batch of 1 (run sample by sample).
+
+    The batch of 1 may be larger on the spec's batch axis (``batch_axis``) only.
+    """
     expected = spec.shape
     if len(shape) != len(expected):
         raise InvalidInput(
@@ -83,7 +97,7 @@ def check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
                 f"input {spec.name!r}: dimension {axis} is empty in {list(shape)}",
                 hint="send at least one sample",
             )
-        batch_of_one = axis == 0 and want == 1
+        batch_of_one = batch_loop and axis == spec.batch_axis and want == 1
         if want not in (-1, got) and not batch_of_one:
             raise InvalidInput(
                 f"input {spec.name!r}: expected shape {_shape_text(expected)}, got {list(shape)} "
@@ -131,6 +145,42 @@ def _fits(array: np.ndarray, target: np.dtype[Any]) -> bool:
         return True
     info = np.iinfo(target)
     return bool(array.min() >= info.min and array.max() <= info.max)
+
+
+def split_batch(
+    specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray], index: int
+) -> dict[str, np.ndarray]:
+    """Sample ``index`` of every feed, kept as a batch of 1 on its own batch axis.
+
+    An input without a batch axis (a scalar, a fixed shape) is the same for every sample.
+    """
+    axes = {spec.name: spec.batch_axis for spec in specs}
+    sample = {}
+    for name, value in feeds.items():
+        axis = axes.get(name, 0)
+        if axis is None or value.ndim <= axis:
+            sample[name] = value
+        else:
+            # A slice: a view on axis 0 (no copy, as before), a contiguous copy elsewhere.
+            where: list[slice] = [slice(None)] * value.ndim
+            where[axis] = slice(index, index + 1)
+            sample[name] = np.ascontiguousarray(value[tuple(where)])
+    return sample
+
+
+def join_samples(
+    specs: Sequence[TensorSpec], results: Sequence[Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Per-sample outputs joined along each output's batch axis (stacked on a new axis 0 if none)."""
+    joined = {}
+    for spec in specs:
+        values = [result[spec.name] for result in results]
+        axis = spec.batch_axis
+        if axis is None or values[0].ndim <= axis:
+            joined[spec.name] = np.stack(values)
+        else:
+            joined[spec.name] = np.concatenate(values, axis=axis)
+    return joined
 
 
 def _shape_text(shape: Sequence[int]) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 from edge_agent.runtimes.base import finish_outputs, loops_over_batch
 from edge_agent.runtimes.casting import cast_notes, widen_outputs
 from edge_agent.runtimes.errors import InferenceFailed, RuntimeBackendError
-from edge_agent.runtimes.feeds import prepare_feeds
+from edge_agent.runtimes.feeds import join_samples, prepare_feeds, split_batch
 from hw_profiles.schema import RuntimeName
 from models.bundle.manifest import TensorSpec
 
@@ -87,16 +87,9 @@ class BaseSession(ABC):
         return finish_outputs(self.outputs, results, raw=raw)
 
     def _run_sample_by_sample(self, prepared: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-        per_sample = [
-            self._guarded_run({name: value[i : i + 1] for name, value in prepared.items()})
-            for i in range(batch)
-        ]
-        return {
-            spec.name: np.concatenate([result[spec.name] for result in per_sample], axis=0)
-            if per_sample[0][spec.name].ndim > 0
-            else np.stack([result[spec.name] for result in per_sample])
-            for spec in self.outputs
-        }
+        # Split and joined along each tensor's own batch axis; inputs without one go to every sample.
+        per_sample = [self._guarded_run(split_batch(self.inputs, prepared, i)) for i in range(batch)]
+        return join_samples(self.outputs, per_sample)
 
     def _guarded_run(self, prepared: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

@@ -166,6 +166,9 @@ def _merge(model_specs: list[TensorSpec], expected: list[TensorSpec]) -> list[Te
                     "dtype": want.dtype if _served_wider(got, want) else got.dtype,
                     "layout": want.layout if want.layout != "ANY" else got.layout,
                     "quantization": got.quantization or want.quantization,
+                    # A model file does not say which axis counts samples: the manifest does.
+                    "batch_axis": want.batch_axis,
+                    "state_for": want.state_for,
                 }
             )
         )

@@ -57,7 +57,9 @@ class BatchingConfig:
 def batchable(installed: InstalledBundle, session: RuntimeSession) -> bool:
     """True when every input and output (in the manifest and in the model) has a dynamic batch."""
     manifest = installed.manifest
-    return all(spec.has_dynamic_batch for spec in [*manifest.inputs, *manifest.outputs, *session.inputs])
+    specs = [*manifest.inputs, *manifest.outputs, *session.inputs]
+    # The batcher joins requests on axis 0: a batch elsewhere, or a tensor without one, is served alone.
+    return all(spec.has_dynamic_batch and spec.batch_axis == 0 for spec in specs)
 
 
 class ServedModel:

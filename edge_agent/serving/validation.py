@@ -24,10 +24,15 @@ class TensorContract:
     datatype: str
     shape: tuple[int, ...]
     quantized: bool = False
+    batch_axis: int | None = 0
 
     @property
     def has_dynamic_batch(self) -> bool:
-        return bool(self.shape) and self.shape[0] == -1
+        return (
+            self.batch_axis is not None
+            and len(self.shape) > self.batch_axis
+            and self.shape[self.batch_axis] == -1
+        )
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ def contract(spec: TensorSpec, *, raw: bool) -> TensorContract:
         datatype=DTYPE_TO_DATATYPE[dtype],
         shape=tuple(spec.shape),
         quantized=spec.quantization is not None,
+        batch_axis=spec.batch_axis,
     )
 
 

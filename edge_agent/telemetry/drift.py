@@ -77,6 +77,7 @@ class DriftAccumulator:
         self.model = model
         self.version = version
         self.reference = reference
+        self._batch_first = all(tensor.batch_axis == 0 for tensor in reference.tensors)
         self.window_samples = window_samples
         self.window_s = window_s
         self._window: DriftWindow | None = None
@@ -87,8 +88,23 @@ class DriftAccumulator:
     def samples(self) -> int:
         return self._samples
 
+    @property
+    def batch_first(self) -> bool:
+        """Whether every tensor counts samples on axis 0 (not a state [2, N, H], not a scalar)."""
+        return self._batch_first
+
     def add(self, inputs: Arrays, outputs: Arrays, now: float) -> list[ClosedWindow]:
         """Count one batch; a batch that crosses the window size is split at the boundary."""
+        if not self.batch_first:
+            # Samples on other axes (or none): count the request whole, by the reference's axes.
+            given = {**inputs, **outputs}
+            rows = max(
+                (t.samples(given[t.name]) for t in self.reference.tensors if t.name in given), default=0
+            )
+            if rows == 0:
+                return []
+            self._count(inputs, outputs, rows, now)
+            return [self._close(now)] if self._samples >= self.window_samples else []
         rows = leading_rows(inputs, outputs)
         if rows == 0:
             return []
@@ -139,11 +155,12 @@ class _Pending:
     outputs: Arrays
     rows: int
     nbytes: int
+    stackable: bool = True  # False where some tensor counts samples off axis 0
 
 
 def _signature(item: _Pending) -> tuple[object, ...]:
     """Requests with equal signatures can be stacked: same model, tensor names, dtypes, sample shapes."""
-    if any(a.ndim == 0 for a in (*item.inputs.values(), *item.outputs.values())):
+    if not item.stackable or any(a.ndim == 0 for a in (*item.inputs.values(), *item.outputs.values())):
         return (item.key, id(item))  # a scalar has no batch axis to stack along
     return (
         item.key,
@@ -250,6 +267,10 @@ class DriftMonitor:
             self._pending_bytes += nbytes
             self._queue.append((key, inputs, outputs, nbytes))
 
+    def _stackable(self, key: ModelKey) -> bool:
+        accumulator = self._accumulators.get(key)
+        return accumulator is None or accumulator.batch_first
+
     def take_skipped(self) -> int:
         """Samples left out of drift counting since the last call (the worker fell behind)."""
         with self._lock:
@@ -283,7 +304,7 @@ class DriftMonitor:
             queued = list(self._queue)
             self._queue.clear()
             self._pending_bytes = 0
-        items = [_Pending(key, i, o, leading_rows(i, o), n) for key, i, o, n in queued]
+        items = [_Pending(key, i, o, leading_rows(i, o), n, self._stackable(key)) for key, i, o, n in queued]
         counted = 0
         for batch in coalesce(items):
             accumulator = self._accumulators.get(batch.key)

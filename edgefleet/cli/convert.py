@@ -77,7 +77,15 @@ def convert(
     inputs: list[str] | None = typer.Option(
         None,
         "--input",
-        help="Input as name:1x3x224x224:float32[:NCHW], when the model does not say (repeatable).",
+        help="Input as name:1x3x224x224:float32[:NCHW], when the model does not say (repeatable). "
+        "N marks the batch axis wherever it is (state:2xNx128:float32); an empty shape is a scalar "
+        "(sr::int64); a fixed shape not starting with 1 has no batch axis.",
+    ),
+    states: list[str] | None = typer.Option(
+        None,
+        "--state",
+        help="Recurrent state as OUTPUT=INPUT: the output feeds that input on the next call "
+        "(repeatable; e.g. stateN=state). Validation runs the data as a stream, in order.",
     ),
     outputs: list[str] | None = typer.Option(
         None, "--output", help="Output tensor names of a PyTorch or Keras model, in order (repeatable)."
@@ -129,6 +137,7 @@ def convert(
             progress=progress,
             inputs=inputs or None,
             output_names=outputs or None,
+            states=states or None,
             name=name,
             version=model_version,
         )

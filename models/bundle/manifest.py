@@ -14,7 +14,15 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from hw_profiles.schema import ModelFormat, Precision, RuntimeName
 from models.versioning import parse_version
@@ -59,6 +67,24 @@ class TensorSpec(_Strict):
     quantization: QuantParams | None = Field(
         default=None, description="Set when the model's tensor is integer but the client speaks float."
     )
+    batch_axis: int | None = Field(
+        default=None,
+        description="The axis that counts samples; null for a tensor without one (a scalar, a fixed "
+        "shape served as is). Absent: 0 for rank 1 and more, none for a scalar.",
+    )
+    state_for: str | None = Field(
+        default=None,
+        description="Outputs only: the input this output feeds on the next call (recurrent state).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_batch_axis(cls, data: Any) -> Any:
+        # An absent batch_axis means what every manifest before it meant: axis 0, if any.
+        if isinstance(data, dict) and "batch_axis" not in data:
+            shape = data.get("shape")
+            return {**data, "batch_axis": default_batch_axis(shape) if isinstance(shape, list) else None}
+        return data
 
     @field_validator("shape")
     @classmethod
@@ -67,6 +93,22 @@ class TensorSpec(_Strict):
             raise ValueError(f"shape {shape}: each dimension is positive, or -1 for dynamic")
         return shape
 
+    @model_validator(mode="after")
+    def _axis_in_shape(self) -> TensorSpec:
+        if self.batch_axis is not None and not 0 <= self.batch_axis < len(self.shape):
+            raise ValueError(f"batch_axis {self.batch_axis} is not an axis of shape {self.shape}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out where it says what its absence says, so existing manifests sign to the same bytes.
+        data: dict[str, Any] = handler(self)
+        if data.get("batch_axis") == default_batch_axis(self.shape):
+            data.pop("batch_axis", None)
+        if data.get("state_for", 0) is None:
+            data.pop("state_for")
+        return data
+
     @property
     def client_dtype(self) -> str:
         """What a client sends or receives by default: float32 for quantized tensors."""
@@ -74,7 +116,17 @@ class TensorSpec(_Strict):
 
     @property
     def has_dynamic_batch(self) -> bool:
-        return bool(self.shape) and self.shape[0] == -1
+        return self.batch_axis is not None and self.shape[self.batch_axis] == -1
+
+    @property
+    def batch_size(self) -> int | None:
+        """The fixed batch (-1 when dynamic), or None for a tensor without a batch axis."""
+        return None if self.batch_axis is None else self.shape[self.batch_axis]
+
+
+def default_batch_axis(shape: list[int]) -> int | None:
+    """What a tensor spec without ``batch_axis`` means: axis 0, or none for a scalar."""
+    return 0 if shape else None
 
 
 FileRole = Literal["model", "weights", "reference_stats", "golden", "extra"]

@@ -6,7 +6,11 @@ count into them. Features per tensor:
 - images (rank 4, ``NCHW``/``NHWC``): the mean of each channel (at most ``MAX_COLUMNS``), and
   ``N_PROJECTIONS`` seeded random projections of the whole image (channel-first order);
 - sequences (rank 3): the mean of each channel over the sequence axis (``NLC``; at most ``MAX_COLUMNS``);
-- tables (rank 2): each column, at most ``MAX_COLUMNS`` of them, evenly spaced;
+- tables (rank 2): each column, at most ``MAX_COLUMNS`` of them, evenly spaced; integer inputs
+  (token ids) also get a coarse token histogram: per sample, the share of its ids in each band of
+  ``TOKEN_BANDS`` (id 0, 1-15, 16-255, ...);
+- a tensor whose samples are not on axis 0 (a state [2, N, H]) is read along its batch axis, and
+  one without a batch axis (a scalar) counts as one sample per call (``TensorReference.batch_axis``);
 - a vector (rank 1, or rank 2 with one column): the value;
 - classifier outputs (rank 2, several columns): the predicted class (argmax) and the top-1
   confidence (the largest softmax probability; the softmax is skipped for outputs that already
@@ -96,11 +100,28 @@ def extract_features(
         reduce_axis = 2 if channel_axis == 1 else 1
         return _per_channel_means(name, values.mean(axis=reduce_axis, dtype=np.float64))
     if values.ndim == 2 and values.shape[1] > 1:
+        if kind == "input" and values.dtype.kind in "iu":
+            return {**_columns(name, values), **_token_buckets(name, values)}
         return _columns(name, values)
     if values.ndim <= 2:
         return {f"{name}/value": FeatureValues(values.reshape(values.shape[0]).astype(np.float64))}
     flat = values.reshape(values.shape[0], -1)
     return {f"{name}/mean": FeatureValues(flat.mean(axis=1, dtype=np.float64))}
+
+
+# Token id magnitudes: in BPE and WordPiece vocabularies an id roughly ranks its token's frequency,
+# so the share of a sequence's tokens in each band (0 is usually padding) follows its vocabulary.
+TOKEN_BANDS = (1, 2**4, 2**8, 2**10, 2**12, 2**14)
+
+
+def _token_buckets(name: str, tokens: np.ndarray) -> dict[str, FeatureValues]:
+    """Per sample, the share of its token ids in each band of ``TOKEN_BANDS`` (a coarse token histogram)."""
+    bands = np.searchsorted(np.asarray(TOKEN_BANDS), tokens, side="right")  # 0 .. len(TOKEN_BANDS)
+    length = tokens.shape[1]
+    return {
+        f"{name}/token_share[{band}]": FeatureValues((bands == band).sum(axis=1, dtype=np.float64) / length)
+        for band in range(len(TOKEN_BANDS) + 1)
+    }
 
 
 def _classifier_features(

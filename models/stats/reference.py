@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, cast
 
@@ -39,8 +39,32 @@ class TensorReference:
     layout: str = "ANY"
     classifier: bool = False
     probabilities: bool = False
+    # The axis of a served tensor that counts samples; None: each call is one sample (a scalar).
+    batch_axis: int | None = 0
+
+    def samples_first(self, array: np.ndarray) -> np.ndarray:
+        """A tensor as served (samples on ``batch_axis``) with its samples on axis 0."""
+        values = np.asarray(array)
+        if self.batch_axis is None:
+            return values.reshape(1, *values.shape)
+        return (
+            np.moveaxis(values, self.batch_axis, 0)
+            if self.batch_axis and values.ndim > self.batch_axis
+            else values
+        )
+
+    def samples(self, array: np.ndarray) -> int:
+        """How many samples a tensor as served holds."""
+        values = np.asarray(array)
+        if self.batch_axis is None or values.ndim <= self.batch_axis:
+            return 1
+        return int(values.shape[self.batch_axis])
 
     def extract(self, array: np.ndarray, seed: int) -> dict[str, FeatureValues]:
+        """Features of a tensor as served (see ``samples_first``)."""
+        return self.extract_samples_first(self.samples_first(array), seed)
+
+    def extract_samples_first(self, array: np.ndarray, seed: int) -> dict[str, FeatureValues]:
         return extract_features(
             self.name,
             array,
@@ -58,6 +82,8 @@ class TensorReference:
             "layout": self.layout,
             "classifier": self.classifier,
             "probabilities": self.probabilities,
+            # Only where it is not 0, so references written before it keep their fingerprints.
+            **({} if self.batch_axis == 0 else {"batch_axis": self.batch_axis}),
         }
 
     @classmethod
@@ -71,6 +97,7 @@ class TensorReference:
             layout=str(data.get("layout", "ANY")),
             classifier=bool(data.get("classifier", False)),
             probabilities=bool(data.get("probabilities", False)),
+            batch_axis=None if (axis := data.get("batch_axis", 0)) is None else int(axis),
         )
 
 
@@ -194,12 +221,16 @@ def build_reference_stats(
     seed: int = 0,
     layouts: Mapping[str, str] | None = None,
     classifier_outputs: Collection[str] | None = None,
+    batch_axes: Mapping[str, int | None] | None = None,
 ) -> ReferenceStats:
     """Freeze bins for every feature of ``inputs`` and ``outputs`` (same batch of reference samples).
 
     ``layouts`` names the layout of each tensor (guessed from the shape when absent);
     ``classifier_outputs`` lists the outputs that are class scores (default: rank-2 outputs with
     several columns). Class features get one bin per class; the others ``n_bins`` quantile bins.
+    Here every array holds its samples on axis 0; ``batch_axes`` records, for the tensors that are
+    served otherwise, the axis that counts samples as served (None: a tensor without one, such
+    as a scalar, counts as one sample per call), so the agent reads live traffic the same way.
     """
     layouts = layouts or {}
     tensors: list[TensorReference] = []
@@ -212,8 +243,10 @@ def build_reference_stats(
                 raise ValueError(f"{kind} {name!r} has no samples (shape {values.shape})")
             samples = max(samples, int(values.shape[0]))
             tensor = _tensor_reference(name, cast(FeatureKind, kind), values, layouts, classifier_outputs)
+            if batch_axes and name in batch_axes:
+                tensor = replace(tensor, batch_axis=batch_axes[name])
             tensors.append(tensor)
-            for feature_name, extracted in tensor.extract(values, seed).items():
+            for feature_name, extracted in tensor.extract_samples_first(values, seed).items():
                 features[feature_name] = _freeze(feature_name, tensor, extracted, n_bins)
     if not tensors:
         raise ValueError("no tensors to build reference statistics from")

@@ -163,7 +163,7 @@ def count_window(
         if tensor.name not in given:
             continue
         array = np.asarray(given[tensor.name])
-        samples = max(samples, int(array.shape[0]) if array.ndim else 1)
+        samples = max(samples, tensor.samples(array))
         extracted = tensor.extract(array, reference.seed)
         names = [name for name in extracted if name in reference.features]
         if not names:
