@@ -72,6 +72,12 @@ class Dataset:
                 for k, v in self.inputs.items()
             }
 
+    def full_batches(self, size: int) -> Iterator[dict[str, np.ndarray]]:
+        """``batches`` of exactly ``size`` samples only: what a model built for that batch takes."""
+        for (start, stop), feeds in zip(self.spans(size), self.batches(size), strict=True):
+            if stop - start == size:
+                yield feeds
+
     def spans(self, size: int) -> Iterator[tuple[int, int]]:
         """(start, stop) of each batch: at most ``size`` samples that share their fixed inputs."""
         start = 0

@@ -120,7 +120,9 @@ def build_tflite_variant(
         def quantize_torch() -> None:
             torch_source = torch_view(source, batch)
             sample = _sample(torch_source, batch)
-            _export_pt2e_int8(torch_source, sample, out, calibration, attempt.calibration, constraints)
+            _export_pt2e_int8(
+                torch_source, sample, out, calibration, attempt.calibration, constraints, batch=batch
+            )
 
         _run_step("quantize", attempt.label, quantize_torch)
     elif attempt.precision is Precision.FP32:
@@ -324,6 +326,8 @@ def _export_pt2e_int8(
     calibration: Dataset,
     method: CalibrationMethod | None,
     constraints: QuantizationConstraints,
+    *,
+    batch: int,
 ) -> None:
     import torch
     from litert_torch.quantize import pt2e_quantizer, quant_config
@@ -335,10 +339,9 @@ def _export_pt2e_int8(
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(_pt2e_config(method, constraints))
     prepared = quantize_pt2e.prepare_pt2e(program, quantizer)
     move_exported_model_to_eval(prepared)
-    batch = next(iter(sample.values())).shape[0]
     with torch.no_grad():
-        for start in range(0, calibration.size - batch + 1, batch):
-            prepared(**{k: torch.from_numpy(v[start : start + batch]) for k, v in calibration.inputs.items()})
+        for batch_feeds in calibration.full_batches(batch):
+            prepared(**{k: torch.from_numpy(np.asarray(v)) for k, v in batch_feeds.items()})
     quantized = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
     move_exported_model_to_eval(quantized)
     edge_model = litert_torch.convert(
@@ -443,12 +446,11 @@ def _tf_to_tflite(
 
     if calibration is not None:
         names = [s.name for s in source.inputs]
-        usable = calibration.size - calibration.size % batch
 
         def representative() -> Any:
             # Keyed by input name: a signature-based converter (SavedModel) matches them by name.
-            for start in range(0, usable, batch):
-                yield {n: calibration.inputs[n][start : start + batch] for n in names}
+            for feeds in calibration.full_batches(batch):
+                yield {n: feeds[n] for n in names}
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative

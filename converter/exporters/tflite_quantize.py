@@ -135,13 +135,14 @@ def _feeds(
     calibration: Dataset, batch: int, dtypes: dict[str, np.dtype[Any]]
 ) -> Iterator[dict[str, np.ndarray]]:
     """Batches of ``batch`` samples, in the dtypes the model takes (TFLite holds int64 ids as int32)."""
-    usable = calibration.size - calibration.size % batch
-    if usable == 0:
+    fed = 0
+    for feeds in calibration.full_batches(batch):
+        fed += 1
+        yield {
+            name: np.asarray(array).astype(dtypes.get(name, np.asarray(array).dtype), copy=False)
+            for name, array in feeds.items()
+        }
+    if fed == 0:
         raise ValueError(
             f"calibration needs at least {batch} samples (the model's batch), got {calibration.size}"
         )
-    for start in range(0, usable, batch):
-        yield {
-            name: array[start : start + batch].astype(dtypes.get(name, array.dtype), copy=False)
-            for name, array in calibration.inputs.items()
-        }
