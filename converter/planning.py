@@ -50,6 +50,7 @@ class CalibrationMethod(StrEnum):
     HISTOGRAM = "histogram"  # PT2E HistogramObserver, litert-torch's default
     CONVERTER = "converter"  # TFLiteConverter's own calibration (Keras sources)
     ACCURACY_CONTROL = "accuracy-control"  # NNCF keeps the layers that hurt accuracy in float
+    MIXED = "mixed"  # MinMax int8 with the nodes that hurt the metric most kept in float (ONNX Runtime)
 
 
 # Width orders fallbacks: a fallback is always wider (more faithful, bigger) than what failed.
@@ -67,7 +68,12 @@ FORMAT_PRECISIONS: dict[ModelFormat, tuple[Precision, ...]] = {
     ModelFormat.TFLITE: (Precision.FP32, Precision.FP16, Precision.INT8, Precision.INT8_DYNAMIC),
 }
 CALIBRATION_METHODS: dict[ModelFormat, tuple[CalibrationMethod, ...]] = {
-    ModelFormat.ONNX: (CalibrationMethod.MINMAX, CalibrationMethod.ENTROPY, CalibrationMethod.PERCENTILE),
+    ModelFormat.ONNX: (
+        CalibrationMethod.MINMAX,
+        CalibrationMethod.ENTROPY,
+        CalibrationMethod.PERCENTILE,
+        CalibrationMethod.MIXED,
+    ),
     ModelFormat.OPENVINO: (
         CalibrationMethod.MINMAX,
         CalibrationMethod.PERCENTILE,

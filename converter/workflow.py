@@ -251,6 +251,7 @@ def _record(target: TargetState, state: AttemptState) -> AttemptRecord:
         sha256=artifact.sha256() if artifact and artifact.model_path.exists() else {},
         provider=state.provider,
         runtime_notes=state.runtime_notes,
+        float_nodes=list(artifact.float_nodes) if artifact else [],
         benchmark=state.benchmark,
         seconds=round(state.seconds, 3),
         error=state.error,
