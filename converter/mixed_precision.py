@@ -49,7 +49,7 @@ class MixedBudget:
     max_float_share: float = 0.25  # at most this share of the quantizable nodes stays in float
     max_probes: int = 32  # sensitivity runs; more nodes than this are ranked in contiguous blocks
     ranking_samples: int = 32  # calibration samples each sensitivity run scores
-    max_seconds: float = 300.0  # the whole search, ranking included
+    max_seconds: float = 300.0  # the whole search; the ranking stops probing at half of it
 
     def max_float_nodes(self, node_count: int) -> int:
         """How many nodes may stay in float: the share of ``node_count``, at least one."""
@@ -185,7 +185,9 @@ def build_mixed(
     ``quantizer`` is an ``onnx_export.StaticQuantizer`` (calibrated once): its fp32 ``base``, its
     ``nodes`` and ``quantize(path, exclude)``.
     """
-    deadline = clock() + budget.max_seconds
+    started = clock()
+    deadline = started + budget.max_seconds
+    ranking_deadline = started + budget.max_seconds / 2  # leave the selection its half
     nodes: list[str] = list(quantizer.nodes)
     work = out.parent / "mixed"
     work.mkdir(parents=True, exist_ok=True)
@@ -202,7 +204,7 @@ def build_mixed(
         harmless = control_score(fp32, fp32, None, check.metrics, check.tolerance, check.hook_limits)
         probes = []
         for group in probe_groups(nodes, budget.max_probes):
-            if clock() > deadline:
+            if clock() > ranking_deadline:
                 break
             probes.append(Probe(group, probe_score(group)))
         ranking = rank_probes(probes, harmless)
