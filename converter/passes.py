@@ -109,6 +109,9 @@ class PlanConfig(_Config):
     calibrations: list[CalibrationMethod] | None = Field(
         default=None, description="Static int8 calibration methods to try (default: the toolchain's)."
     )
+    mixed_precision: bool = Field(
+        default=False, description="End static int8 with int8/mixed (ONNX: harmful nodes in float)."
+    )
 
 
 class PlanPass(Pass[PlanConfig]):
@@ -138,6 +141,7 @@ class PlanPass(Pass[PlanConfig]):
                         formats=self.config.formats,
                         precisions=self.config.precisions,
                         calibrations=self.config.calibrations,
+                        mixed_precision=self.config.mixed_precision,
                     ),
                 ),
             )
@@ -321,7 +325,7 @@ class QuantizePass(Pass[QuantizeConfig]):
                         self.config.metrics,
                         self.config.tolerances,
                     )
-                    if attempt.calibration is CalibrationMethod.MIXED
+                    if attempt.mixed
                     else None
                 )
                 artifact = build_onnx_variant(

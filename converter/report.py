@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from converter.benchmark import BenchmarkResult, HostInfo
 from converter.metrics import Check, ValidationMetrics, deciding_check
-from converter.planning import CalibrationMethod
+from converter.planning import MIXED_LABEL, CalibrationMethod
 from hw_profiles.schema import ModelFormat, Precision, RuntimeName
 
 REPORT_JSON = "report.json"
@@ -34,6 +34,7 @@ class AttemptRecord(BaseModel):
     format: ModelFormat
     precision: Precision
     calibration: CalibrationMethod | None = None
+    mixed: bool = Field(default=False, description="int8/mixed: some nodes kept in float.")
     decision: Decision
     reasons: list[str] = Field(default_factory=list)
     metrics: ValidationMetrics | None = None
@@ -60,6 +61,8 @@ class AttemptRecord(BaseModel):
 
     @property
     def label(self) -> str:
+        if self.mixed:
+            return f"{self.precision.value}/{MIXED_LABEL}"
         return (
             f"{self.precision.value}/{self.calibration.value}" if self.calibration else self.precision.value
         )

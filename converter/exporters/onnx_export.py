@@ -97,7 +97,7 @@ def build_onnx_variant(
     float_nodes: list[str] = []
     with quiet():
         try:
-            if attempt.precision is Precision.INT8 and attempt.calibration is CalibrationMethod.MIXED:
+            if attempt.precision is Precision.INT8 and attempt.mixed:
                 notes, float_nodes = _quantize_mixed(
                     base,
                     out,

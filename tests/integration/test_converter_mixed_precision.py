@@ -99,7 +99,8 @@ def run(ws: dict[str, Any], out: str, **kwargs: Any) -> Any:
         ws["key"],
         formats=["onnx"],
         precisions=["int8", "fp32"],
-        calibrations=["minmax", "mixed"],
+        calibrations=["minmax"],
+        mixed_precision=True,
         tolerance=TOLERANCE,
         benchmark_iterations=2,
         **kwargs,
@@ -130,7 +131,8 @@ def test_mixed_precision_recovers_int8_by_keeping_the_outlier_layers_in_float(ws
     assert result.bundle is not None
     bundle = extract_bundle(Path(result.bundle.path), out / "extracted", [ws["public"]])
     manifest = bundle.manifest
-    assert manifest.precision is Precision.INT8 and manifest.labels["calibration"] == "mixed"
+    assert manifest.precision is Precision.INT8 and manifest.labels["calibration"] == "minmax"
+    assert manifest.labels["mixed_precision"] == ",".join(mixed.float_nodes)
     assert bundle.directory is not None
     model = onnx.load(str(bundle.directory / manifest.model_file))
     # A quantized Gemm reads its weight through a DequantizeLinear; a float one reads the fp32 initializer.

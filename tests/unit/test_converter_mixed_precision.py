@@ -14,8 +14,46 @@ from converter.mixed_precision import (
     rank_probes,
     select_float_nodes,
 )
+from converter.planning import CalibrationMethod, ModelFacts, SourceKind, TargetPlan, plan_target
+from hw_profiles import load_profile
+from hw_profiles.schema import ModelFormat, Precision
 
 NODES = [f"conv{i}" for i in range(12)]
+ONNX_SOURCE = ModelFacts(source_kind=SourceKind.ONNX, has_conv=True)
+
+
+def _labels(plan: TargetPlan) -> list[str]:
+    return [a.label for a in plan.attempts]
+
+
+def test_the_onnx_chain_tries_mixed_precision_after_the_int8_calibrations_and_before_fp16() -> None:
+    pi = load_profile("raspberry-pi-5")
+    plan = plan_target(pi, ONNX_SOURCE, formats=[ModelFormat.ONNX], mixed_precision=True)
+    assert _labels(plan) == ["int8/minmax", "int8/entropy", "int8/percentile", "int8/mixed", "fp16", "fp32"]
+    mixed = plan.attempts[3]
+    assert mixed.mixed and mixed.calibration is CalibrationMethod.MINMAX  # MinMax ranges
+    assert mixed.slug == "onnx-int8-mixed"
+    # Only when asked for (``convert`` asks unless the calibrations are narrowed).
+    assert "int8/mixed" not in _labels(plan_target(pi, ONNX_SOURCE, formats=[ModelFormat.ONNX]))
+    narrowed = plan_target(
+        load_profile("generic-x86"),
+        ONNX_SOURCE,
+        formats=[ModelFormat.ONNX],
+        precisions=[Precision.INT8, Precision.FP32],
+        calibrations=[CalibrationMethod.MINMAX],
+        mixed_precision=True,
+    )
+    assert _labels(narrowed) == ["int8/minmax", "int8/mixed", "fp32"]
+
+
+def test_other_formats_skip_mixed_precision_with_a_note() -> None:
+    intel = load_profile("intel-x86-openvino")
+    plan = plan_target(intel, ModelFacts(source_kind=SourceKind.TORCH), mixed_precision=True)
+    assert plan.format is ModelFormat.OPENVINO and "int8/mixed" not in _labels(plan)
+    assert any("mixed precision skipped" in note and "accuracy-control" in note for note in plan.notes)
+    # No static int8 in the chain: nothing to mix, and nothing to say.
+    jetson = plan_target(load_profile("jetson-orin-nano"), ONNX_SOURCE, mixed_precision=True)
+    assert _labels(jetson) == ["fp16", "fp32"] and not any("mixed" in n for n in jetson.notes)
 
 
 def test_each_node_is_probed_alone_until_there_are_too_many_then_in_contiguous_blocks() -> None:

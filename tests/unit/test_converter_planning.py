@@ -140,14 +140,14 @@ def test_an_onnx_source_reaches_the_pis_tflite_through_pytorch() -> None:
     assert plan.batch == 1
 
 
-def test_an_onnx_source_kept_in_onnx_tries_every_ort_calibration_then_mixed_precision() -> None:
+def test_an_onnx_source_kept_in_onnx_tries_every_ort_calibration() -> None:
     plan = plan_target(
         load_profile("raspberry-pi-5"),
         ModelFacts(source_kind=SourceKind.ONNX, has_conv=True),
         formats=[ModelFormat.ONNX],
     )
     assert plan.format is ModelFormat.ONNX
-    assert _labels(plan) == ["int8/minmax", "int8/entropy", "int8/percentile", "int8/mixed", "fp16", "fp32"]
+    assert _labels(plan) == ["int8/minmax", "int8/entropy", "int8/percentile", "fp16", "fp32"]
     assert plan.batch is None
 
 
