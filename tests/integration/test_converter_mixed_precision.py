@@ -167,3 +167,28 @@ def test_when_no_mix_passes_within_the_budget_the_attempt_is_rejected_and_fp32_p
     assert chosen is not None and (chosen.label, chosen.decision) == ("fp32", "packaged")
     assert [a.label for a in result.attempts][:2] == ["int8/minmax", "int8/mixed"]
     assert "int8/mixed (2 float) | " in (ws["root"] / "budget" / "report.md").read_text()
+
+
+def test_the_default_onnx_chain_tries_mixed_precision_after_every_plain_calibration(
+    ws: dict[str, Any],
+) -> None:
+    report = convert(
+        str(ws["onnx"]),
+        [PROFILE],
+        ws["calib"],
+        ws["eval"],
+        ws["root"] / "default",
+        ws["key"],
+        formats=["onnx"],
+        precisions=["int8", "fp32"],
+        tolerance=TOLERANCE,
+        benchmark_iterations=2,
+    )
+    attempts = report.profile(PROFILE).attempts
+    assert [(a.label, a.decision) for a in attempts] == [
+        ("int8/minmax", "rejected"),
+        ("int8/entropy", "rejected"),
+        ("int8/percentile", "rejected"),
+        ("int8/mixed", "packaged"),
+    ]
+    assert set(attempts[-1].float_nodes) == {"fc4", "fc5"}
