@@ -18,7 +18,8 @@ class Artifact:
     to its role: ``model`` for the entry point, ``weights`` for sidecars such as OpenVINO's .bin or
     ONNX external data, which must travel together with it. ``notes`` say what the build changed
     on its way or found in the result (an opset upgrade, a per-tensor fallback, the ops an int8
-    model left in float); the report carries them with the attempt.
+    model left in float); the report carries them with the attempt. ``float_nodes``: the nodes a
+    mixed-precision int8 model keeps in float.
     """
 
     attempt: Attempt
@@ -26,6 +27,7 @@ class Artifact:
     model_file: str
     files: dict[str, FileRole] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    float_nodes: list[str] = field(default_factory=list)  # int8/mixed: the nodes kept in float
 
     def __post_init__(self) -> None:
         if self.model_file not in self.files:

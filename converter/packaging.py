@@ -197,6 +197,8 @@ class PackagePass(Pass[PackageConfig]):
         labels = {"source": source.description, "converter": _converter_version(), **cfg.labels}
         if artifact.attempt.calibration is not None:
             labels["calibration"] = artifact.attempt.calibration.value
+        if artifact.attempt.mixed:  # int8/mixed: which nodes the int8 model keeps in float
+            labels["mixed_precision"] = ",".join(artifact.float_nodes)
         return Manifest(
             name=name,
             version=cfg.version,

@@ -134,6 +134,9 @@ class PlanConfig(_Config):
     calibrations: list[CalibrationMethod] | None = Field(
         default=None, description="Static int8 calibration methods to try (default: the toolchain's)."
     )
+    mixed_precision: bool = Field(
+        default=False, description="End static int8 with int8/mixed (ONNX: harmful nodes in float)."
+    )
 
 
 class PlanPass(Pass[PlanConfig]):
@@ -163,6 +166,7 @@ class PlanPass(Pass[PlanConfig]):
                         formats=self.config.formats,
                         precisions=self.config.precisions,
                         calibrations=self.config.calibrations,
+                        mixed_precision=self.config.mixed_precision,
                     ),
                 ),
             )
@@ -337,6 +341,18 @@ class QuantizePass(Pass[QuantizeConfig]):
                 from converter.int8_kernels import reduce_range_for, unsigned_activations_for
 
                 base = ctx.base_exports[(ModelFormat.ONNX.value, plan.batch)]
+                mixed = (
+                    _mixed_check(
+                        target.profile,
+                        evaluation,
+                        reference,
+                        self.config.tolerance or target.profile.tolerance,
+                        self.config.metrics,
+                        self.config.tolerances,
+                    )
+                    if attempt.mixed
+                    else None
+                )
                 artifact = build_onnx_variant(
                     base,
                     attempt,
@@ -345,6 +361,7 @@ class QuantizePass(Pass[QuantizeConfig]):
                     constraints,
                     reduce_range=reduce_range_for(target.profile),
                     unsigned_activations=unsigned_activations_for(target.profile),
+                    mixed=mixed,
                 )
         state.artifact = artifact
         state.runtime_notes = list(artifact.notes)  # reported even when the artifact fails to load
@@ -376,6 +393,54 @@ def _control_scorer(
 
     perfect = control_score(reference, reference, labels, chosen, tolerance, hook_limits)
     return evaluation, score, max(0.0, perfect)
+
+
+def _mixed_check(
+    profile: HardwareProfile,
+    evaluation: Dataset,
+    reference: Mapping[str, np.ndarray],
+    profile_tolerance: Tolerance,
+    metrics: list[MetricSpec] | None,
+    tolerances: dict[str, float] | None,
+) -> Any:
+    """How ``int8/mixed`` judges its candidates: validation's metrics, in the profile's ONNX Runtime."""
+    from converter.benchmark import host_info
+    from converter.int8_kernels import host_session_options
+    from converter.mixed_precision import MixedCheck
+    from edge_agent.runtimes import open_session, options_from_profile
+
+    try:
+        chosen = choose_metrics(reference, metrics)
+        tolerance, hook_limits = split_tolerances(profile_tolerance, tolerances)
+    except MetricError as exc:
+        raise metric_error(exc) from exc
+    options = options_from_profile(profile, ModelFormat.ONNX)
+    host = host_info()
+    extra = {
+        **options.extra,
+        **host_session_options(ModelFormat.ONNX, Precision.INT8, profile, host.machine, host.features),
+    }
+
+    def open_model(path: Path) -> Any:
+        with quiet():
+            return open_session(
+                path,
+                ModelFormat.ONNX,
+                threads=options.threads,
+                providers=options.providers,
+                devices=options.devices,
+                delegates=options.delegates,
+                options=extra,
+            )
+
+    return MixedCheck(
+        evaluation=evaluation,
+        reference=reference,
+        metrics=chosen,
+        tolerance=tolerance,
+        hook_limits=hook_limits,
+        open_model=open_model,
+    )
 
 
 # --- validate -----------------------------------------------------------------------------------

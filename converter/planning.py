@@ -15,7 +15,9 @@ The rules, in order:
    when asked for (ONNX Runtime would run ``ConvInteger``, slower than fp32) and skipped when it
    only comes from the profile.
 3. Fallbacks: a static int8 attempt is expanded into one attempt per calibration method the format
-   offers (or the ones ``calibrations`` names); after the primary precision come the wider
+   offers (or the ones ``calibrations`` names), and for ONNX, with ``mixed_precision``, ends with
+   ``int8/mixed`` (the nodes that hurt the metric most kept in float; ``convert`` asks for it
+   unless the methods were narrowed); after the primary precision come the wider
    precisions the profile allows, narrowest first (int8 → int8-dynamic → fp16 → fp32). A profile
    that demands integer I/O (the Edge TPU) never falls back to float, because a float model would
    not run there at all.
@@ -96,6 +98,11 @@ TF2ONNX_MISSING = (
     "ONNX from Keras or TensorFlow needs tf2onnx, which is not installed here "
     "(its releases pin an older TensorFlow than this environment's)"
 )
+# Mixed-precision int8 (converter.mixed_precision): MinMax int8 with the nodes that hurt the task
+# metric most kept in float, tried after the plain calibrations. ONNX Runtime only: OpenVINO has
+# NNCF's accuracy control, a calibration method of its own.
+MIXED_PRECISION_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.ONNX})
+MIXED_LABEL = "mixed"
 # Only TFLite (PT2E, or TFLiteConverter with int8 I/O) gives integer input and output tensors.
 INTEGER_IO_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.TFLITE})
 
@@ -120,10 +127,16 @@ class Attempt(BaseModel):
     format: ModelFormat
     precision: Precision
     calibration: CalibrationMethod | None = None
+    mixed: bool = Field(
+        default=False,
+        description="int8 with the nodes that hurt the metric most kept in float (converter.mixed_precision).",
+    )
 
     @property
     def label(self) -> str:
-        """``int8/minmax``, ``fp16``: short enough for a table cell."""
+        """``int8/minmax``, ``int8/mixed``, ``fp16``: short enough for a table cell."""
+        if self.mixed:
+            return f"{self.precision.value}/{MIXED_LABEL}"
         return (
             f"{self.precision.value}/{self.calibration.value}" if self.calibration else self.precision.value
         )
@@ -159,16 +172,20 @@ def plan_target(
     formats: list[ModelFormat] | None = None,
     precisions: list[Precision] | None = None,
     calibrations: list[CalibrationMethod] | None = None,
+    mixed_precision: bool = False,
 ) -> TargetPlan:
     """Decide what to build for ``profile``. Raises ``ConversionError(step="plan")`` when nothing fits.
 
     ``calibrations`` narrows (and orders) the static int8 calibration methods to try.
+    ``mixed_precision``: static int8 ends with an ``int8/mixed`` attempt (ONNX only; ``convert``
+    asks for it unless ``calibrations`` narrowed the methods).
     """
     notes: list[str] = []
     fmt = _choose_format(profile, facts, formats, notes)
     chain = _precision_chain(profile, facts, fmt, precisions, notes)
     methods = _calibrations(profile, fmt, facts.source_kind, calibrations, chain, notes)
-    attempts = [attempt for precision in chain for attempt in _expand(fmt, precision, methods)]
+    mixed = _mixed(fmt, chain, mixed_precision, notes)
+    attempts = [attempt for precision in chain for attempt in _expand(fmt, precision, methods, mixed)]
     return TargetPlan(
         profile=profile.name,
         format=fmt,
@@ -358,9 +375,29 @@ def _calibrations(
     return chosen
 
 
-def _expand(fmt: ModelFormat, precision: Precision, methods: tuple[CalibrationMethod, ...]) -> list[Attempt]:
+def _mixed(fmt: ModelFormat, chain: list[Precision], requested: bool, notes: list[str]) -> bool:
+    """Whether static int8 ends with a mixed-precision attempt: when asked for and ONNX builds it."""
+    if not requested or Precision.INT8 not in chain:
+        return False
+    if fmt not in MIXED_PRECISION_FORMATS:
+        notes.append(
+            f"mixed precision skipped: it is built for onnx, not {fmt.value}"
+            + (" (use the accuracy-control calibration)" if fmt is ModelFormat.OPENVINO else "")
+        )
+        return False
+    return True
+
+
+def _expand(
+    fmt: ModelFormat, precision: Precision, methods: tuple[CalibrationMethod, ...], mixed: bool = False
+) -> list[Attempt]:
     if precision is Precision.INT8:
-        return [Attempt(format=fmt, precision=precision, calibration=m) for m in methods]
+        attempts = [Attempt(format=fmt, precision=precision, calibration=m) for m in methods]
+        if mixed:  # MinMax ranges, computed once, with the harmful nodes in float
+            attempts.append(
+                Attempt(format=fmt, precision=precision, calibration=CalibrationMethod.MINMAX, mixed=True)
+            )
+        return attempts
     return [Attempt(format=fmt, precision=precision)]
 
 

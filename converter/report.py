@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from converter.benchmark import BenchmarkResult, HostInfo
 from converter.metrics import Check, ValidationMetrics, deciding_check
-from converter.planning import CalibrationMethod
+from converter.planning import MIXED_LABEL, CalibrationMethod
 from hw_profiles.schema import ModelFormat, Precision, RuntimeName
 
 REPORT_JSON = "report.json"
@@ -34,6 +34,7 @@ class AttemptRecord(BaseModel):
     format: ModelFormat
     precision: Precision
     calibration: CalibrationMethod | None = None
+    mixed: bool = Field(default=False, description="int8/mixed: some nodes kept in float.")
     decision: Decision
     reasons: list[str] = Field(default_factory=list)
     metrics: ValidationMetrics | None = None
@@ -45,6 +46,9 @@ class AttemptRecord(BaseModel):
     sha256: dict[str, str] = Field(default_factory=dict, description="Each model file's hash.")
     provider: str | None = None
     runtime_notes: list[str] = Field(default_factory=list)
+    float_nodes: list[str] = Field(
+        default_factory=list, description="int8/mixed: the quantizable nodes kept in float."
+    )
     benchmark: BenchmarkResult | None = None
     seconds: float = 0.0
     error: dict[str, Any] | None = None
@@ -57,6 +61,8 @@ class AttemptRecord(BaseModel):
 
     @property
     def label(self) -> str:
+        if self.mixed:
+            return f"{self.precision.value}/{MIXED_LABEL}"
         return (
             f"{self.precision.value}/{self.calibration.value}" if self.calibration else self.precision.value
         )
@@ -140,7 +146,8 @@ class ConversionReport(BaseModel):
                     {
                         "profile": result.profile,
                         "format": attempt.format.value,
-                        "precision": attempt.label,
+                        "precision": attempt.label
+                        + (f" ({len(attempt.float_nodes)} float)" if attempt.float_nodes else ""),
                         "size": _size(attempt.size_bytes),
                         "p50_ms": f"{bench.p50_ms:.3f}" if bench else "-",
                         "accuracy": _percent(metrics.accuracy if metrics else None),
@@ -177,7 +184,11 @@ class ConversionReport(BaseModel):
             for p in self.profiles
             if p.bundle
         ]
-        notes = [f"- {p.profile}: {note}" for p in self.profiles for note in p.plan_notes + _runtime_notes(p)]
+        notes = [
+            f"- {p.profile}: {note}"
+            for p in self.profiles
+            for note in p.plan_notes + _runtime_notes(p) + _float_notes(p)
+        ]
         return "\n".join(head + body + bundles + (["", "## Notes", "", *notes] if notes else [])) + "\n"
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
@@ -247,6 +258,16 @@ def _deciding(check: Check | None) -> str:
 def _runtime_notes(result: ProfileResult) -> list[str]:
     chosen = result.chosen
     return [f"runtime: {note}" for note in chosen.runtime_notes] if chosen else []
+
+
+def _float_notes(result: ProfileResult) -> list[str]:
+    """Which nodes each mixed-precision attempt kept in float (the table only counts them)."""
+    return [
+        f"{a.label} ({a.decision}) kept {len(a.float_nodes)} nodes in float: "
+        + ", ".join(f"`{n}`" for n in a.float_nodes)
+        for a in result.attempts
+        if a.float_nodes
+    ]
 
 
 def _size(size: int | None) -> str:

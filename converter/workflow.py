@@ -80,6 +80,7 @@ class Workflow:
     formats: list[ModelFormat] | None = None
     precisions: list[Precision] | None = None
     calibrations: list[CalibrationMethod] | None = None
+    mixed_precision: bool = False
     errors: list[ConversionError] = field(default_factory=list)
 
     def run(self, ctx: ConversionContext) -> list[ProfileResult]:
@@ -173,6 +174,7 @@ class Workflow:
                     formats=remaining,
                     precisions=self.precisions,
                     calibrations=self.calibrations,
+                    mixed_precision=self.mixed_precision,
                 ),
             )
         except ConversionError:
@@ -243,6 +245,7 @@ def _record(target: TargetState, state: AttemptState) -> AttemptRecord:
         format=state.attempt.format,
         precision=state.attempt.precision,
         calibration=state.attempt.calibration,
+        mixed=state.attempt.mixed,
         decision=decision,
         reasons=reasons,
         metrics=state.metrics,
@@ -251,6 +254,7 @@ def _record(target: TargetState, state: AttemptState) -> AttemptRecord:
         sha256=artifact.sha256() if artifact and artifact.model_path.exists() else {},
         provider=state.provider,
         runtime_notes=state.runtime_notes,
+        float_nodes=list(artifact.float_nodes) if artifact else [],
         benchmark=state.benchmark,
         seconds=round(state.seconds, 3),
         error=state.error,
@@ -268,6 +272,7 @@ def convert(
     formats: Sequence[ModelFormat | str] | None = None,
     precisions: Sequence[Precision | str] | None = None,
     calibrations: Sequence[CalibrationMethod | str] | None = None,
+    mixed_precision: bool | None = None,
     allow_degraded: bool = False,
     progress: Progress | None = None,
     inputs: Sequence[TensorSpec | str] | None = None,
@@ -289,6 +294,8 @@ def convert(
     (``eval`` may add ``labels``). ``key``: the Ed25519 private key that signs the bundles.
     ``formats``/``precisions`` override the profiles' preferences; ``calibrations`` narrows (and
     orders) the static int8 calibration methods tried (``minmax``, ``entropy``, ``percentile``, ...);
+    ``mixed_precision`` ends static int8 with ``int8/mixed`` (ONNX: the nodes that hurt the metric
+    most kept in float; None, the default, tries it unless ``calibrations`` narrowed the methods);
     ``inputs`` (``TensorSpec`` or ``name:1x3x224x224:float32``) describe a PyTorch model's inputs when
     the data cannot (``state:2xNx128:float32`` puts the batch on axis 1, ``sr::int64`` is a scalar);
     ``states`` (``["stateN=state"]`` or ``{"stateN": "state"}``) pair an output with the input it
@@ -309,6 +316,7 @@ def convert(
     fmt_list = [ModelFormat(f) for f in formats] if formats else None
     precision_list = [Precision(p) for p in precisions] if precisions else None
     calibration_list = [CalibrationMethod(c) for c in calibrations] if calibrations else None
+    mixed = calibration_list is None if mixed_precision is None else mixed_precision
     ctx = ConversionContext(out_dir=out, work_dir=out / WORK_DIR, progress=progress)
     if ctx.work_dir.exists():
         shutil.rmtree(ctx.work_dir)
@@ -335,6 +343,7 @@ def convert(
                     formats=fmt_list,
                     precisions=precision_list,
                     calibrations=calibration_list,
+                    mixed_precision=mixed,
                 )
             ),
             MetricsPass(ValidateConfig(**choice)),
@@ -361,6 +370,7 @@ def convert(
         formats=fmt_list,
         precisions=precision_list,
         calibrations=calibration_list,
+        mixed_precision=mixed,
     )
     results = workflow.run(ctx)
     report = build_report(ctx, results, name=name or ctx.require_source().name, version=version)

@@ -8,7 +8,7 @@ ONNX Runtime's recipe: ``quant_pre_process`` (shape inference and graph clean-up
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import numpy as np
 from converter.artifacts import Artifact
 from converter.data import Dataset
 from converter.errors import ConversionError, describe_failure, unsupported_operator
+from converter.mixed_precision import MixedCheck
 from converter.planning import Attempt, CalibrationMethod
 from converter.quiet import quiet
 from converter.signature import concrete_shape
@@ -81,19 +82,33 @@ def build_onnx_variant(
     *,
     reduce_range: bool = False,
     unsigned_activations: bool = False,
+    mixed: MixedCheck | None = None,
 ) -> Artifact:
     """The ONNX artifact for ``attempt`` (fp32, fp16, int8 with a calibration method, int8-dynamic).
 
     ``reduce_range`` quantizes weights to 7 bits, for x86 devices without VNNI;
     ``unsigned_activations`` quantizes static int8 activations to uint8, for x86 devices
-    (``converter.int8_kernels`` decides both).
+    (``converter.int8_kernels`` decides both). ``mixed``: how the ``int8/mixed`` attempt judges
+    its candidates (``converter.mixed_precision``), which it needs.
     """
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / MODEL_FILE
     notes: list[str] = []
+    float_nodes: list[str] = []
     with quiet():
         try:
-            if attempt.precision is Precision.FP32:
+            if attempt.precision is Precision.INT8 and attempt.mixed:
+                notes, float_nodes = _quantize_mixed(
+                    base,
+                    out,
+                    calibration,
+                    constraints,
+                    directory,
+                    mixed,
+                    reduce_range=reduce_range,
+                    unsigned_activations=unsigned_activations,
+                )
+            elif attempt.precision is Precision.FP32:
                 _copy_onnx(base, directory)
             elif attempt.precision is Precision.FP16:
                 _to_fp16(base, out)
@@ -120,7 +135,12 @@ def build_onnx_variant(
                 hint="try another precision with --precision, or a different calibration set",
             ) from exc
     return Artifact(
-        attempt=attempt, directory=directory, model_file=MODEL_FILE, files=onnx_files(directory), notes=notes
+        attempt=attempt,
+        directory=directory,
+        model_file=MODEL_FILE,
+        files=onnx_files(directory),
+        notes=notes,
+        float_nodes=float_nodes,
     )
 
 
@@ -461,3 +481,155 @@ def _parameter_bytes(module: Any) -> int:
         return sum(p.numel() * p.element_size() for p in module.parameters())
     except Exception:
         return 0
+
+
+# --- mixed precision: one calibration, many quantizations ----------------------------------------
+
+# The operators whose int8 kernels carry the speed-up and the error: what mixed precision may keep
+# in float. (Elementwise and pooling nodes follow their neighbours' quantization in QDQ.)
+QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "Attention", "LSTM", "GRU", "Einsum"})
+
+
+class StaticQuantizer:
+    """Static QDQ int8 calibrated once (MinMax), then quantized as often as needed with float nodes.
+
+    The mixed-precision search (``converter.mixed_precision``) re-quantizes the same model with
+    different ``nodes_to_exclude``: the activation ranges are computed once and each quantization
+    reads them from a cache, so a re-quantization costs a graph rewrite, not a calibration. The
+    model is prepared exactly as ``_quantize_static`` prepares it (opset upgrade for per-channel
+    QDQ, ``quant_pre_process``), and every quantizable node is given a name when it lacks one.
+    """
+
+    def __init__(
+        self,
+        base: Path,
+        calibration: Dataset,
+        constraints: QuantizationConstraints,
+        directory: Path,
+        *,
+        reduce_range: bool = False,
+        unsigned_activations: bool = False,
+    ) -> None:
+        import onnx
+        from onnxruntime.quantization.calibrate import CalibrationMethod as OrtMethod
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        self.base = base
+        self.constraints = constraints
+        self.reduce_range = reduce_range
+        self.unsigned_activations = unsigned_activations
+        self.external = base.with_name(f"{base.name}.data").exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.prepared = directory / "preprocessed.onnx"
+        self.cache = directory / "calibration.json"
+        upgraded = directory / "upgraded.onnx"
+        qdq = qdq_opset(base, upgraded, per_channel=constraints.per_channel)
+        self.per_channel, self.notes = qdq.per_channel, list(qdq.notes)
+        start = upgraded if qdq.upgraded else base
+        try:
+            with quiet():
+                try:
+                    quant_pre_process(str(start), str(self.prepared), skip_symbolic_shape=True)
+                except Exception:  # pre-processing only helps: quantize the model as it is
+                    shutil.copyfile(start, self.prepared)
+        finally:
+            for written in directory.glob(f"{upgraded.name}*"):
+                written.unlink()
+        model = onnx.load(str(self.prepared), load_external_data=True)
+        taken = {n.name for n in model.graph.node if n.name}
+        renamed = False
+        for index, node in enumerate(model.graph.node):
+            if not node.name:
+                node.name = _free_name(f"{node.op_type}_{index}", taken)
+                taken.add(node.name)
+                renamed = True
+        if renamed:
+            save_onnx(model, self.prepared)
+        self.nodes: list[str] = [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS]
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="edgefleet-mixed-") as scratch, quiet():
+            calibrator = create_calibrator(
+                self.prepared,
+                augmented_model_path=str(Path(scratch) / "augmented.onnx"),
+                calibrate_method=OrtMethod.MinMax,
+                use_external_data_format=self.external,
+            )
+            calibrator.collect_data(_Reader(calibration, _static_batch(base)))
+            save_tensors_data(calibrator.compute_data(), self.cache)
+
+    def quantize(self, out: Path, exclude: Sequence[str] = ()) -> None:
+        """Write the int8 model to ``out`` with the ``exclude`` nodes kept in float."""
+        from onnxruntime.quantization import CalibrationMethod as OrtMethod
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        with quiet():
+            quantize_static(
+                str(self.prepared),
+                str(out),
+                None,
+                quant_format=QuantFormat.QDQ,
+                per_channel=self.per_channel,
+                reduce_range=self.reduce_range,
+                activation_type=QuantType.QUInt8 if self.unsigned_activations else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=OrtMethod.MinMax,
+                calibration_cache_path=str(self.cache),
+                nodes_to_exclude=list(exclude),
+                use_external_data_format=self.external,
+                extra_options={
+                    "ActivationSymmetric": self.constraints.symmetric_activations,
+                    "WeightSymmetric": self.constraints.symmetric_weights,
+                    "QuantizeBias": QUANTIZE_BIAS,
+                },
+            )
+
+    def close(self) -> None:
+        for path in (self.prepared, self.cache):
+            path.unlink(missing_ok=True)
+        for sidecar in self.prepared.parent.glob(f"{self.prepared.name}.data"):
+            sidecar.unlink()
+
+
+def _quantize_mixed(
+    base: Path,
+    out: Path,
+    calibration: Dataset,
+    constraints: QuantizationConstraints,
+    directory: Path,
+    mixed: MixedCheck | None,
+    *,
+    reduce_range: bool,
+    unsigned_activations: bool,
+) -> tuple[list[str], list[str]]:
+    """int8 with the fewest harmful nodes in float; the notes and the float nodes."""
+    from converter.mixed_precision import build_mixed
+
+    if mixed is None:
+        raise ConversionError(
+            "mixed-precision int8 needs the evaluation set and the metrics to judge its candidates",
+            step="quantize",
+            format=ModelFormat.ONNX.value,
+            hint="pass --eval, or pick another calibration method",
+        )
+    quantizer = StaticQuantizer(
+        base,
+        calibration,
+        constraints,
+        directory,
+        reduce_range=reduce_range,
+        unsigned_activations=unsigned_activations,
+    )
+    try:
+        outcome = build_mixed(quantizer, out, calibration, mixed)
+    finally:
+        quantizer.close()
+    return [*quantizer.notes, *outcome.notes], outcome.float_nodes
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    candidate, suffix = name, 1
+    while candidate in taken:
+        candidate, suffix = f"{name}_{suffix}", suffix + 1
+    return candidate
