@@ -25,6 +25,7 @@ from converter.data import Dataset
 from converter.errors import ConversionError, describe_failure
 from converter.planning import Attempt, CalibrationMethod
 from converter.quiet import quiet
+from edge_agent.runtimes.signal_stack import preserved_signal_stack
 from hw_profiles.schema import ModelFormat, Precision, QuantizationConstraints
 
 MODEL_FILE = "model.xml"
@@ -92,7 +93,8 @@ def build_openvino(
         try:
             model = ov.Core().read_model(str(base))
             if attempt.precision is Precision.INT8:
-                model = _quantize(model, attempt.calibration, calibration, constraints, accuracy_control)
+                with preserved_signal_stack():  # NNCF compiles on Cores of its own
+                    model = _quantize(model, attempt.calibration, calibration, constraints, accuracy_control)
             elif attempt.precision is Precision.INT8_DYNAMIC:
                 model = _compress_weights(model, constraints)
             canonical_names(model)

@@ -4,13 +4,13 @@ On the CPU the plugin may infer in bf16 on CPUs that have it (BRIEF.md §7), so 
 ``INFERENCE_PRECISION_HINT=f32`` unless the options say otherwise: a converted model must be
 validated against the precision it was converted to, not a lower one picked behind our back.
 
-Every session compiles through one ``ov.Core`` that lives as long as the process (``shared_core``).
-OpenVINO's CPU plugin gives the thread that creates it an alternate signal stack in the plugin's
-own memory, and a plugin torn down on another thread frees that memory without telling the first
-thread. With a Core per session, an OTA update that unloads on its worker thread a model loaded
-at startup left the main thread's alternate stack dangling, and the next SIGTERM (Python's
-handlers run on the alternate stack) killed the agent with SIGSEGV. One Core means one plugin,
-never torn down while the process runs; it is also what OpenVINO recommends (a Core is heavy).
+Every session compiles through one ``ov.Core`` that lives as long as the process (``shared_core``),
+and every call that may create OpenVINO's CPU plugin runs under ``preserved_signal_stack``. The
+plugin points the thread that creates it at an alternate signal stack in its own memory and frees
+that memory when its Core goes, on whatever thread that happens: an OTA update that unloaded on
+its worker thread a model loaded at start left the main thread's alternate stack dangling, and the
+next SIGTERM (Python's handlers run on the alternate stack) killed the agent with SIGSEGV.
+``edge_agent.runtimes.signal_stack`` explains; one Core is also what OpenVINO recommends.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from edge_agent.runtimes.errors import ModelLoadFailed, RuntimeUnavailable
 from edge_agent.runtimes.options import ExtraValue
 from edge_agent.runtimes.session import BaseSession
+from edge_agent.runtimes.signal_stack import preserved_signal_stack
 from edge_agent.runtimes.signature import Signature, make_spec, reconcile_signature, runtime_dtypes
 from hw_profiles.schema import RuntimeName
 from models.bundle.manifest import TensorSpec
@@ -108,14 +109,15 @@ class OpenVINOSession(BaseSession):
                 f"{name} has no weights file {weights.name} beside it",
                 hint="an OpenVINO IR is a pair: keep the .xml and the .bin in the same folder",
             )
-        core = shared_core()
-        candidates, notes = plan_devices(devices, core.available_devices)
-        notes += [
-            f"option {key!r} is not an OpenVINO property (those are upper case) and was ignored"
-            for key in extra
-            if not key.isupper()
-        ]
-        compiled, device = self._compile(core, model_path, candidates, threads, extra, notes)
+        with preserved_signal_stack():  # listing devices and compiling create plugins
+            core = shared_core()
+            candidates, notes = plan_devices(devices, core.available_devices)
+            notes += [
+                f"option {key!r} is not an OpenVINO property (those are upper case) and was ignored"
+                for key in extra
+                if not key.isupper()
+            ]
+            compiled, device = self._compile(core, model_path, candidates, threads, extra, notes)
         model_inputs = [_spec(port, f"input_{i}", name) for i, port in enumerate(compiled.inputs)]
         model_outputs = [_spec(port, f"output_{i}", name) for i, port in enumerate(compiled.outputs)]
         inputs, outputs = reconcile_signature(model_inputs, model_outputs, signature, model=name)

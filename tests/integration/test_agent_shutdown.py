@@ -171,3 +171,44 @@ def test_an_openvino_model_unloaded_on_another_thread_leaves_signals_deliverable
     )
     assert result.returncode == 0, f"exit {result.returncode}:\n{result.stderr[-3000:]}"
     assert result.stdout.strip().endswith("handled") and "not handled" not in result.stdout
+
+
+def test_openvino_plugins_leave_the_callers_signal_stack_as_it_was(tmp_path: Path) -> None:
+    """The premise and the guard, in a child process: compiling on a new Core points the thread's
+    alternate signal stack into the plugin (so a Core released elsewhere leaves it dangling); under
+    ``preserved_signal_stack`` the thread keeps its own. Then the dangerous sequence, guarded: a
+    Core compiled on the main thread, released on another one, and a signal to the main thread."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(tiny.tiny_onnx_model())
+    script = textwrap.dedent(
+        f"""
+        import gc, os, signal, threading, time
+        import openvino as ov
+        from edge_agent.runtimes.signal_stack import current_signal_stack, preserved_signal_stack
+
+        handled = []
+        signal.signal(signal.SIGTERM, lambda *_: handled.append(True))
+        before = current_signal_stack()
+        kept = [ov.Core()]
+        kept.append(kept[0].compile_model({str(model)!r}, "CPU"))
+        print("unguarded changed", current_signal_stack() != before)   # the premise
+        guarded_before = current_signal_stack()
+        with preserved_signal_stack():
+            doomed = [ov.Core()]
+            doomed.append(doomed[0].compile_model({str(model)!r}, "CPU"))
+        print("guarded unchanged", current_signal_stack() == guarded_before)
+        worker = threading.Thread(target=lambda: (doomed.clear(), gc.collect()))
+        worker.start()
+        worker.join()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        print("handled" if handled else "not handled")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
+    assert result.returncode == 0, f"exit {result.returncode}:\n{result.stdout}\n{result.stderr[-3000:]}"
+    lines = result.stdout.split("\n")
+    assert "unguarded changed True" in lines, result.stdout
+    assert "guarded unchanged True" in lines and "handled" in lines, result.stdout

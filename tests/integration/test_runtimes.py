@@ -229,9 +229,9 @@ def test_edgetpu_fallback_note(keras_case: dict[str, Any]) -> None:
 
 
 def test_missing_openvino_devices_fall_back_to_cpu(torch_case: dict[str, Any]) -> None:
-    import openvino as ov
+    from edge_agent.runtimes.openvino_backend import shared_core
 
-    available = ov.Core().available_devices
+    available = shared_core().available_devices  # a throw-away Core's plugin could outlive its thread
     with open_session(torch_case["openvino"], ModelFormat.OPENVINO, devices=["NPU", "GPU", "CPU"]) as session:
         for device in ("NPU", "GPU"):
             present = any(d == device or d.startswith(device + ".") for d in available)
