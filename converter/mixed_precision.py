@@ -19,6 +19,10 @@ it the way NNCF's accuracy control does for OpenVINO:
 
 The ranking and the greedy selection are pure functions over measured numbers (``rank_probes``,
 ``select_float_nodes``); ONNX Runtime runs only in ``build_mixed``, the shell around them.
+
+TFLite uses the same core and shell: ``converter.exporters.tflite_quantize.MixedQuantizer``
+calibrates once with ai-edge-quantizer and re-quantizes with a per-op recipe (the float ops'
+``no_quantize`` rules), and ``MixedCheck.open_model`` opens the candidates in LiteRT.
 """
 
 from __future__ import annotations
@@ -179,11 +183,14 @@ def build_mixed(
     check: MixedCheck,
     budget: MixedBudget = MixedBudget(),
     clock: Callable[[], float] = time.monotonic,
+    *,
+    suffix: str = ".onnx",
 ) -> MixedOutcome:
     """Rank ``quantizer``'s nodes, select the float ones, and write the chosen model to ``out``.
 
     ``quantizer`` is an ``onnx_export.StaticQuantizer`` (calibrated once): its fp32 ``base``, its
-    ``nodes`` and ``quantize(path, exclude)``.
+    ``nodes`` and ``quantize(path, exclude)``; or a ``tflite_quantize.MixedQuantizer``, with
+    ``suffix`` ``.tflite`` for the candidates' files.
     """
     started = clock()
     deadline = started + budget.max_seconds
@@ -196,7 +203,7 @@ def build_mixed(
         fp32 = _run(check, quantizer.base, subset)
 
         def probe_score(group: tuple[str, ...]) -> float:
-            path = work / "probe.onnx"
+            path = work / f"probe{suffix}"
             quantizer.quantize(path, [n for n in nodes if n not in group])
             got = _run(check, path, subset)
             return control_score(fp32, got, None, check.metrics, check.tolerance, check.hook_limits)
@@ -212,7 +219,7 @@ def build_mixed(
         paths: dict[tuple[str, ...], Path] = {}
 
         def evaluate(exclude: tuple[str, ...]) -> Trial:
-            path = work / f"trial-{len(paths)}.onnx"
+            path = work / f"trial-{len(paths)}{suffix}"
             quantizer.quantize(path, exclude)
             paths[exclude] = path
             outputs = _run(check, path, check.evaluation)

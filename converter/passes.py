@@ -135,7 +135,8 @@ class PlanConfig(_Config):
         default=None, description="Static int8 calibration methods to try (default: the toolchain's)."
     )
     mixed_precision: bool = Field(
-        default=False, description="End static int8 with int8/mixed (ONNX: harmful nodes in float)."
+        default=False,
+        description="End static int8 with int8/mixed (ONNX, TFLite: harmful nodes in float).",
     )
 
 
@@ -319,8 +320,29 @@ class QuantizePass(Pass[QuantizeConfig]):
                 from converter.exporters.tflite_export import build_tflite_variant
 
                 base = ctx.base_exports[(ModelFormat.TFLITE.value, plan.batch)]
+                tflite_mixed = (
+                    _mixed_check(
+                        target.profile,
+                        evaluation,
+                        reference,
+                        self.config.tolerance or target.profile.tolerance,
+                        self.config.metrics,
+                        self.config.tolerances,
+                        fmt=ModelFormat.TFLITE,
+                        batch_size=plan.batch or 1,
+                    )
+                    if attempt.mixed
+                    else None
+                )
                 artifact = build_tflite_variant(
-                    source, base, attempt, directory, calibration, constraints, batch=plan.batch or 1
+                    source,
+                    base,
+                    attempt,
+                    directory,
+                    calibration,
+                    constraints,
+                    batch=plan.batch or 1,
+                    mixed=tflite_mixed,
                 )
             elif plan.format is ModelFormat.OPENVINO:
                 from converter.exporters.openvino_export import build_openvino
@@ -402,8 +424,14 @@ def _mixed_check(
     profile_tolerance: Tolerance,
     metrics: list[MetricSpec] | None,
     tolerances: dict[str, float] | None,
+    *,
+    fmt: ModelFormat = ModelFormat.ONNX,
+    batch_size: int = 64,
 ) -> Any:
-    """How ``int8/mixed`` judges its candidates: validation's metrics, in the profile's ONNX Runtime."""
+    """How ``int8/mixed`` judges its candidates: validation's metrics, in the profile's runtime for ``fmt``.
+
+    ``batch_size``: samples per inference call (a TFLite model's fixed batch).
+    """
     from converter.benchmark import host_info
     from converter.int8_kernels import host_session_options
     from converter.mixed_precision import MixedCheck
@@ -414,18 +442,18 @@ def _mixed_check(
         tolerance, hook_limits = split_tolerances(profile_tolerance, tolerances)
     except MetricError as exc:
         raise metric_error(exc) from exc
-    options = options_from_profile(profile, ModelFormat.ONNX)
+    options = options_from_profile(profile, fmt)
     host = host_info()
     extra = {
         **options.extra,
-        **host_session_options(ModelFormat.ONNX, Precision.INT8, profile, host.machine, host.features),
+        **host_session_options(fmt, Precision.INT8, profile, host.machine, host.features),
     }
 
     def open_model(path: Path) -> Any:
         with quiet():
             return open_session(
                 path,
-                ModelFormat.ONNX,
+                fmt,
                 threads=options.threads,
                 providers=options.providers,
                 devices=options.devices,
@@ -440,6 +468,7 @@ def _mixed_check(
         tolerance=tolerance,
         hook_limits=hook_limits,
         open_model=open_model,
+        batch_size=batch_size,
     )
 
 

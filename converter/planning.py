@@ -15,7 +15,8 @@ The rules, in order:
    when asked for (ONNX Runtime would run ``ConvInteger``, slower than fp32) and skipped when it
    only comes from the profile.
 3. Fallbacks: a static int8 attempt is expanded into one attempt per calibration method the format
-   offers (or the ones ``calibrations`` names), and for ONNX, with ``mixed_precision``, ends with
+   offers (or the ones ``calibrations`` names), and for ONNX and TFLite (not full-integer
+   profiles), with ``mixed_precision``, ends with
    ``int8/mixed`` (the nodes that hurt the metric most kept in float; ``convert`` asks for it
    unless the methods were narrowed); after the primary precision come the wider
    precisions the profile allows, narrowest first (int8 → int8-dynamic → fp16 → fp32). A profile
@@ -99,9 +100,10 @@ TF2ONNX_MISSING = (
     "(its releases pin an older TensorFlow than this environment's)"
 )
 # Mixed-precision int8 (converter.mixed_precision): MinMax int8 with the nodes that hurt the task
-# metric most kept in float, tried after the plain calibrations. ONNX Runtime only: OpenVINO has
-# NNCF's accuracy control, a calibration method of its own.
-MIXED_PRECISION_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.ONNX})
+# metric most kept in float, tried after the plain calibrations. ONNX Runtime, and TFLite through
+# an ai-edge-quantizer per-op recipe (not for full-integer profiles: float ops break the Edge TPU).
+# OpenVINO has NNCF's accuracy control, a calibration method of its own.
+MIXED_PRECISION_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.ONNX, ModelFormat.TFLITE})
 MIXED_LABEL = "mixed"
 # Only TFLite (PT2E, or TFLiteConverter with int8 I/O) gives integer input and output tensors.
 INTEGER_IO_FORMATS: frozenset[ModelFormat] = frozenset({ModelFormat.TFLITE})
@@ -177,14 +179,15 @@ def plan_target(
     """Decide what to build for ``profile``. Raises ``ConversionError(step="plan")`` when nothing fits.
 
     ``calibrations`` narrows (and orders) the static int8 calibration methods to try.
-    ``mixed_precision``: static int8 ends with an ``int8/mixed`` attempt (ONNX only; ``convert``
+    ``mixed_precision``: static int8 ends with an ``int8/mixed`` attempt (ONNX, and TFLite unless
+    the profile needs full-integer models; ``convert``
     asks for it unless ``calibrations`` narrowed the methods).
     """
     notes: list[str] = []
     fmt = _choose_format(profile, facts, formats, notes)
     chain = _precision_chain(profile, facts, fmt, precisions, notes)
     methods = _calibrations(profile, fmt, facts.source_kind, calibrations, chain, notes)
-    mixed = _mixed(fmt, chain, mixed_precision, notes)
+    mixed = _mixed(fmt, chain, mixed_precision, notes, full_integer=profile.quantization.full_integer_io)
     attempts = [attempt for precision in chain for attempt in _expand(fmt, precision, methods, mixed)]
     return TargetPlan(
         profile=profile.name,
@@ -375,14 +378,25 @@ def _calibrations(
     return chosen
 
 
-def _mixed(fmt: ModelFormat, chain: list[Precision], requested: bool, notes: list[str]) -> bool:
-    """Whether static int8 ends with a mixed-precision attempt: when asked for and ONNX builds it."""
+def _mixed(
+    fmt: ModelFormat, chain: list[Precision], requested: bool, notes: list[str], *, full_integer: bool = False
+) -> bool:
+    """Whether static int8 ends with a mixed-precision attempt: when asked for and the format builds it.
+
+    Not for a full-integer profile (the Edge TPU): a mixed model keeps ops in float on purpose.
+    """
     if not requested or Precision.INT8 not in chain:
         return False
     if fmt not in MIXED_PRECISION_FORMATS:
         notes.append(
-            f"mixed precision skipped: it is built for onnx, not {fmt.value}"
+            f"mixed precision skipped: it is built for onnx and tflite, not {fmt.value}"
             + (" (use the accuracy-control calibration)" if fmt is ModelFormat.OPENVINO else "")
+        )
+        return False
+    if full_integer:
+        notes.append(
+            "mixed precision skipped: the profile needs full-integer models, "
+            "and int8/mixed keeps the ops that hurt the metric in float"
         )
         return False
     return True

@@ -32,6 +32,7 @@ from converter.artifacts import Artifact
 from converter.data import Dataset
 from converter.errors import ConversionError, describe_failure, unsupported_operator
 from converter.exporters.tflite_compact import share_constant_vectors
+from converter.mixed_precision import MixedCheck
 from converter.planning import (
     AEQ_CALIBRATIONS,
     TENSORFLOW_SOURCES,
@@ -88,12 +89,27 @@ def build_tflite_variant(
     constraints: QuantizationConstraints,
     *,
     batch: int,
+    mixed: MixedCheck | None = None,
 ) -> Artifact:
-    """The TFLite artifact for ``attempt``: static int8 comes from the source, the rest from ``base``."""
+    """The TFLite artifact for ``attempt``: static int8 comes from the source, the rest from ``base``.
+
+    ``int8/mixed`` quantizes ``base`` with ai-edge-quantizer, the ops that hurt the metric most
+    left in float (``converter.mixed_precision``); ``mixed`` is how it judges its candidates.
+    """
     _require_buildable(source)
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / MODEL_FILE
-    if attempt.precision is Precision.INT8 and source.kind in TENSORFLOW_SOURCES:
+    mixed_notes: list[str] = []
+    float_nodes: list[str] = []
+    if attempt.precision is Precision.INT8 and attempt.mixed:
+
+        def quantize_mixed() -> None:
+            notes, kept = _quantize_mixed(base, out, calibration, constraints, mixed, batch=batch)
+            mixed_notes.extend(notes)
+            float_nodes.extend(kept)
+
+        _run_step("quantize", attempt.label, quantize_mixed, tool="ai-edge-quantizer")
+    elif attempt.precision is Precision.INT8 and source.kind in TENSORFLOW_SOURCES:
 
         def quantize_tf() -> None:
             from converter.exporters.saved_model import DIRECTORY
@@ -131,19 +147,68 @@ def build_tflite_variant(
         _run_step("quantize", attempt.label, lambda: _rewrite_weights(base, out, attempt.precision))
     if attempt.precision is not Precision.FP32:  # the fp32 base is compact already
         share_constant_vectors(out)
-    notes = _require_full_integer(out, attempt, constraints) if attempt.precision is Precision.INT8 else []
+    notes = (
+        _require_full_integer(out, attempt, constraints, kept_in_float=float_nodes)
+        if attempt.precision is Precision.INT8
+        else []
+    )
     return Artifact(
-        attempt=attempt, directory=directory, model_file=MODEL_FILE, files={MODEL_FILE: "model"}, notes=notes
+        attempt=attempt,
+        directory=directory,
+        model_file=MODEL_FILE,
+        files={MODEL_FILE: "model"},
+        notes=[*mixed_notes, *notes],
+        float_nodes=float_nodes,
     )
 
 
-def _require_full_integer(model: Path, attempt: Attempt, constraints: QuantizationConstraints) -> list[str]:
-    """Scan a static int8 model for float ops: an error for a full-integer profile, else a warning note."""
+def _quantize_mixed(
+    base: Path,
+    out: Path,
+    calibration: Dataset,
+    constraints: QuantizationConstraints,
+    mixed: MixedCheck | None,
+    *,
+    batch: int,
+) -> tuple[list[str], list[str]]:
+    """int8 with the fewest harmful ops in float (ai-edge-quantizer per-op recipe); the notes and the ops."""
+    from converter.exporters.tflite_quantize import MixedQuantizer
+    from converter.mixed_precision import build_mixed
+
+    if mixed is None:
+        raise ConversionError(
+            "mixed-precision int8 needs the evaluation set and the metrics to judge its candidates",
+            step="quantize",
+            format=_FORMAT,
+            hint="pass --eval, or pick another calibration method",
+        )
+    quantizer = MixedQuantizer(base, calibration, constraints, batch=batch)
+    try:
+        outcome = build_mixed(quantizer, out, calibration, mixed, suffix=".tflite")
+    finally:
+        quantizer.close()
+    return [*quantizer.notes, *outcome.notes], outcome.float_nodes
+
+
+def _require_full_integer(
+    model: Path,
+    attempt: Attempt,
+    constraints: QuantizationConstraints,
+    *,
+    kept_in_float: list[str] | None = None,
+) -> list[str]:
+    """Scan a static int8 model for float ops: an error for a full-integer profile, else a warning note.
+
+    ``kept_in_float``: the ops an ``int8/mixed`` model keeps in float on purpose (``FULLY_CONNECTED_6``):
+    those, and the QUANTIZE/DEQUANTIZE around them, are a note, not a warning; only the rest warns.
+    """
     from converter.exporters.tflite_scan import scan_tflite
 
     scan = scan_tflite(model, float_io=not constraints.full_integer_io)
     if scan.full_integer:
         return []
+    if kept_in_float and not constraints.full_integer_io:
+        return _mixed_scan_notes(scan, kept_in_float)
     found = scan.describe()
     if constraints.full_integer_io:
         raise ConversionError(
@@ -154,6 +219,29 @@ def _require_full_integer(model: Path, attempt: Attempt, constraints: Quantizati
             "int8 kernels (e.g. LeakyReLU with ReLU or PReLU), or pick a profile that runs float",
         )
     return [f"warning: the int8 model is not full-integer: {found} (they run on the CPU in float)"]
+
+
+def _mixed_scan_notes(scan: Any, kept_in_float: list[str]) -> list[str]:
+    """The scan of an ``int8/mixed`` model: the deliberate float ops as a note, anything else as a warning."""
+    from collections import Counter
+
+    from converter.exporters.tflite_scan import IntegerScan
+
+    deliberate = Counter(name.rsplit("_", 1)[0] for name in kept_in_float)
+    unexpected: list[str] = []
+    for op in scan.float_ops:
+        if deliberate[op] > 0:
+            deliberate[op] -= 1
+        else:
+            unexpected.append(op)
+    notes = [
+        f"{', '.join(kept_in_float)} kept in float on purpose (int8/mixed), with "
+        f"{len(scan.conversions)} QUANTIZE/DEQUANTIZE around them; they run on the CPU in float"
+    ]
+    if unexpected:
+        rest = IntegerScan(float_ops=tuple(unexpected)).describe()
+        notes.append(f"warning: the int8 model is not full-integer: {rest} (they run on the CPU in float)")
+    return notes
 
 
 def _require_buildable(source: SourceModel) -> None:

@@ -15,12 +15,21 @@ litert-torch already lowered, so anything that exports to fp32 TFLite can be qua
 
 AEQ leaves an op it has no int8 kernel for in float, silently: ``converter.exporters.tflite_scan``
 checks the result.
+
+Mixed precision (``int8/mixed``, ``converter.mixed_precision``): ``MixedQuantizer`` calibrates
+once with the static recipe, then re-quantizes the fp32 model as often as the search needs, each
+time with a per-op recipe that leaves the chosen ops (CONV_2D, FULLY_CONNECTED, ...) in float:
+one ``no_quantize`` rule per op, its ``regex`` the op's scope (its output tensor names, which AEQ
+matches ops by) anchored at both ends, its ``operation_name`` the op's type. AEQ puts a DEQUANTIZE
+in front of a float op and a QUANTIZE behind it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +72,17 @@ def quantize_static_int8(
     fp32: Path, out: Path, calibration: Dataset, constraints: QuantizationConstraints, *, batch: int
 ) -> None:
     """Write ``out``: ``fp32`` quantized to static int8, calibrated on ``calibration`` in batches of ``batch``."""
-    from ai_edge_quantizer import calibrator, quantizer, recipe_manager
+    chosen = static_int8_recipe(constraints)
+    _quantize(fp32, out, chosen, _calibrate(fp32, chosen, calibration, batch))
+
+
+def _calibrate(fp32: Path, recipe: list[dict[str, Any]], calibration: Dataset, batch: int) -> Any:
+    """Each tensor's true min/max over ``calibration`` (AEQ's model QSVs), for ``recipe``."""
+    from ai_edge_quantizer import calibrator, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
-    chosen = static_int8_recipe(constraints)
     manager = recipe_manager.RecipeManager()
-    manager.load_quantization_recipe(chosen)
+    manager.load_quantization_recipe(recipe)
     # True min/max over the whole set. AEQ's default (``Quantizer.calibrate``) is a moving average
     # of each batch's min/max (smoothing 0.95), which clips the ranges to the last few dozen
     # samples: on digits-cnn, cosine 0.9978 and mean error 0.150 against 0.99995 and 0.031 here.
@@ -79,10 +93,105 @@ def quantize_static_int8(
     )
     signature, dtypes = _signature(fp32)
     ranges.calibrate({signature: list(_feeds(calibration, batch, dtypes))}, manager)
-    result = quantizer.Quantizer(str(fp32), chosen).quantize(
-        ranges.get_model_qsvs(), enable_progress_report=False
-    )
+    return ranges.get_model_qsvs()
+
+
+def _quantize(fp32: Path, out: Path, recipe: list[dict[str, Any]], qsvs: Any) -> None:
+    from ai_edge_quantizer import quantizer
+
+    result = quantizer.Quantizer(str(fp32), recipe).quantize(qsvs, enable_progress_report=False)
     out.write_bytes(_with_signature_at_the_edges(bytes(result.quantized_model)))
+
+
+# --- mixed precision: one calibration, many per-op recipes ---------------------------------------
+
+# The op types whose int8 kernels carry the speed-up and the error: what mixed precision may keep
+# in float (as ONNX's ``QUANTIZABLE_OPS``; elementwise ops follow their neighbours).
+MIXED_OPS = frozenset(
+    {
+        "CONV_2D",
+        "CONV_3D",
+        "DEPTHWISE_CONV_2D",
+        "TRANSPOSE_CONV",
+        "FULLY_CONNECTED",
+        "BATCH_MATMUL",
+        "EMBEDDING_LOOKUP",
+    }
+)
+
+
+@dataclass(frozen=True)
+class TfliteOp:
+    """One quantizable op of the fp32 model: ``FULLY_CONNECTED_6`` (type and index), and its AEQ scope."""
+
+    name: str
+    kind: str
+    scope: str
+
+
+def float_op_rules(ops: Sequence[TfliteOp]) -> list[dict[str, Any]]:
+    """AEQ recipe entries that leave exactly ``ops`` in float: ``no_quantize``, one anchored rule each.
+
+    AEQ matches ``regex`` with ``re.search`` against an op's scope, and one op's scope can be a
+    prefix of the next one's (``Linear_3;1;`` and ``Linear_3;;...Linear_4;;``), so each rule is
+    the escaped scope between ``^`` and ``$``; ``operation`` narrows it to the op's type.
+    """
+    return [
+        {
+            "regex": f"^{re.escape(op.scope)}$",
+            "operation": op.kind,
+            "algorithm_key": "no_quantize",
+        }
+        for op in ops
+    ]
+
+
+def mixed_recipe(constraints: QuantizationConstraints, in_float: Sequence[TfliteOp]) -> list[dict[str, Any]]:
+    """The static int8 recipe, then the rules that keep ``in_float`` in float (AEQ: the last match wins)."""
+    return [*static_int8_recipe(constraints), *float_op_rules(in_float)]
+
+
+def quantizable_ops(model: Path) -> list[TfliteOp]:
+    """The ops of ``model``'s main subgraph that mixed precision may keep in float, in graph order."""
+    from ai_edge_litert.tools import flatbuffer_utils
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+
+    tree = flatbuffer_utils.read_model(str(model))
+    subgraph = tree.subgraphs[0]
+    ops = []
+    for index, op in enumerate(subgraph.operators or []):
+        kind = flatbuffer_utils.opcode_to_name(tree, op.opcodeIndex)
+        if kind in MIXED_OPS:
+            scope = tfl_flatbuffer_utils.get_op_scope(op, subgraph.tensors)
+            ops.append(TfliteOp(f"{kind}_{index}", kind, scope))
+    return ops
+
+
+class MixedQuantizer:
+    """Static int8 calibrated once (true min/max), then quantized as often as needed with float ops.
+
+    The shape ``converter.mixed_precision.build_mixed`` expects: ``base`` (the fp32 model),
+    ``nodes`` (the quantizable ops' names) and ``quantize(path, exclude)``.
+    """
+
+    def __init__(
+        self, base: Path, calibration: Dataset, constraints: QuantizationConstraints, *, batch: int
+    ) -> None:
+        self.base = base
+        self.constraints = constraints
+        self.ops = {op.name: op for op in quantizable_ops(base)}
+        self.nodes: list[str] = list(self.ops)
+        self.notes: list[str] = []
+        # The ranges of every tensor under the all-int8 recipe: a superset of what any mix needs.
+        self.qsvs = _calibrate(base, static_int8_recipe(constraints), calibration, batch)
+
+    def quantize(self, out: Path, exclude: Sequence[str]) -> None:
+        """Write ``out``: int8 with the ops named in ``exclude`` left in float."""
+        recipe = mixed_recipe(self.constraints, [self.ops[name] for name in exclude])
+        _quantize(self.base, out, recipe, self.qsvs)
+
+    def close(self) -> None:
+        """Nothing to release (the ONNX quantizer's counterpart removes its working files)."""
 
 
 def _with_signature_at_the_edges(model: bytes) -> bytes:
