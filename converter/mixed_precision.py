@@ -1,4 +1,4 @@
-"""Mixed precision for ONNX Runtime: int8 with the fewest harmful nodes kept in float.
+"""Mixed precision for ONNX Runtime and TFLite: int8 with the fewest harmful nodes kept in float.
 
 When plain static int8 misses the task metric's tolerance, the ``int8/mixed`` attempt recovers
 it the way NNCF's accuracy control does for OpenVINO:
