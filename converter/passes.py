@@ -329,7 +329,6 @@ class QuantizePass(Pass[QuantizeConfig]):
                         self.config.metrics,
                         self.config.tolerances,
                         fmt=ModelFormat.TFLITE,
-                        batch_size=plan.batch or 1,
                     )
                     if attempt.mixed
                     else None
@@ -426,11 +425,10 @@ def _mixed_check(
     tolerances: dict[str, float] | None,
     *,
     fmt: ModelFormat = ModelFormat.ONNX,
-    batch_size: int = 64,
 ) -> Any:
     """How ``int8/mixed`` judges its candidates: validation's metrics, in the profile's runtime for ``fmt``.
 
-    ``batch_size``: samples per inference call (a TFLite model's fixed batch).
+    (Batches of 64, as validation: a TFLite session splits them into the model's own batch.)
     """
     from converter.benchmark import host_info
     from converter.int8_kernels import host_session_options
@@ -468,7 +466,6 @@ def _mixed_check(
         tolerance=tolerance,
         hook_limits=hook_limits,
         open_model=open_model,
-        batch_size=batch_size,
     )
 
 
