@@ -234,9 +234,11 @@ def _mixed_scan_notes(scan: Any, kept_in_float: list[str]) -> list[str]:
             deliberate[op] -= 1
         else:
             unexpected.append(op)
+    conversions, them = len(scan.conversions), "them" if len(kept_in_float) > 1 else "it"
     notes = [
-        f"{', '.join(kept_in_float)} kept in float on purpose (int8/mixed), with "
-        f"{len(scan.conversions)} QUANTIZE/DEQUANTIZE around them; they run on the CPU in float"
+        f"{', '.join(kept_in_float)} kept in float on purpose (int8/mixed), with {conversions} "
+        f"QUANTIZE/DEQUANTIZE op{'s' if conversions != 1 else ''} around {them}; "
+        f"{them} run{'s' if them == 'it' else ''} on the CPU in float"
     ]
     if unexpected:
         rest = IntegerScan(float_ops=tuple(unexpected)).describe()
