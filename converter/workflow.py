@@ -294,8 +294,8 @@ def convert(
     (``eval`` may add ``labels``). ``key``: the Ed25519 private key that signs the bundles.
     ``formats``/``precisions`` override the profiles' preferences; ``calibrations`` narrows (and
     orders) the static int8 calibration methods tried (``minmax``, ``entropy``, ``percentile``, ...);
-    ``mixed_precision`` ends static int8 with ``int8/mixed`` (ONNX: the nodes that hurt the metric
-    most kept in float; None, the default, tries it unless ``calibrations`` narrowed the methods);
+    ``mixed_precision`` ends static int8 with ``int8/mixed`` (ONNX and TFLite: the nodes or ops that hurt
+    the metric most kept in float; None, the default, tries it unless ``calibrations`` narrowed them);
     ``inputs`` (``TensorSpec`` or ``name:1x3x224x224:float32``) describe a PyTorch model's inputs when
     the data cannot (``state:2xNx128:float32`` puts the batch on axis 1, ``sr::int64`` is a scalar);
     ``states`` (``["stateN=state"]`` or ``{"stateN": "state"}``) pair an output with the input it
