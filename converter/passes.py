@@ -320,19 +320,7 @@ class QuantizePass(Pass[QuantizeConfig]):
                 from converter.exporters.tflite_export import build_tflite_variant
 
                 base = ctx.base_exports[(ModelFormat.TFLITE.value, plan.batch)]
-                tflite_mixed = (
-                    _mixed_check(
-                        target.profile,
-                        evaluation,
-                        reference,
-                        self.config.tolerance or target.profile.tolerance,
-                        self.config.metrics,
-                        self.config.tolerances,
-                        fmt=ModelFormat.TFLITE,
-                    )
-                    if attempt.mixed
-                    else None
-                )
+                tflite_mixed = self._mixed_check(target, evaluation, reference, ModelFormat.TFLITE)
                 artifact = build_tflite_variant(
                     source,
                     base,
@@ -362,18 +350,7 @@ class QuantizePass(Pass[QuantizeConfig]):
                 from converter.int8_kernels import reduce_range_for, unsigned_activations_for
 
                 base = ctx.base_exports[(ModelFormat.ONNX.value, plan.batch)]
-                mixed = (
-                    _mixed_check(
-                        target.profile,
-                        evaluation,
-                        reference,
-                        self.config.tolerance or target.profile.tolerance,
-                        self.config.metrics,
-                        self.config.tolerances,
-                    )
-                    if attempt.mixed
-                    else None
-                )
+                mixed = self._mixed_check(target, evaluation, reference, ModelFormat.ONNX)
                 artifact = build_onnx_variant(
                     base,
                     attempt,
@@ -386,6 +363,22 @@ class QuantizePass(Pass[QuantizeConfig]):
                 )
         state.artifact = artifact
         state.runtime_notes = list(artifact.notes)  # reported even when the artifact fails to load
+
+    def _mixed_check(
+        self, target: TargetState, evaluation: Dataset, reference: Mapping[str, np.ndarray], fmt: ModelFormat
+    ) -> Any:
+        """How the current attempt judges ``int8/mixed`` candidates, or None when it is not mixed."""
+        if not target.current.attempt.mixed:
+            return None
+        return _mixed_check(
+            target.profile,
+            evaluation,
+            reference,
+            self.config.tolerance or target.profile.tolerance,
+            self.config.metrics,
+            self.config.tolerances,
+            fmt=fmt,
+        )
 
 
 def _control_scorer(
