@@ -22,7 +22,7 @@ import pytest
 import torch
 import tritonclient.grpc as triton
 
-from converter import ConversionReport, convert
+from converter import ConversionFailed, ConversionReport, convert
 from edge_agent.ota.health import load_golden, run_golden
 from edge_agent.runtimes import RuntimeSession, open_bundle_session
 from models.bundle import extract_bundle, generate_keypair, load_public_key, verify_bundle
@@ -355,3 +355,39 @@ def test_an_onnx_source_with_the_same_signature(tmp_path: Path) -> None:
             assert golden is not None and run_golden(session.infer, golden).passed
         np.testing.assert_allclose(out["stateN"], want_state, atol=1e-5, err_msg=result.profile)
         np.testing.assert_allclose(out["prob"], want_prob, atol=1e-5, err_msg=result.profile)
+
+
+def test_static_int8_tflite_calibrates_a_stateful_model_and_the_edge_tpu_names_what_blocks_it(
+    tmp_path: Path,
+) -> None:
+    """Calibration feeds whole batches along each input's own axis (a scalar, a state on axis 1);
+    what stops the Edge TPU is then the model itself: the sample rate's cast to float."""
+    torch.manual_seed(0)
+    chunk, state = _chunks(48, seed=1)
+    np.savez(tmp_path / "calib.npz", input=chunk, state=state, sr=np.array(16000, np.int64))
+    chunk, _ = _chunks(48, seed=2)
+    np.savez(
+        tmp_path / "eval.npz",
+        input=chunk,
+        state=np.zeros((2, 1, HIDDEN), np.float32),
+        sr=np.full(48, 16000, np.int64),
+    )
+    private_key, _ = generate_keypair(tmp_path / "keys", "signature-test")
+    with pytest.raises(ConversionFailed) as failed:
+        convert(
+            TinyVad().eval(),
+            ["coral-edgetpu"],
+            tmp_path / "calib.npz",
+            tmp_path / "eval.npz",
+            tmp_path / "out",
+            private_key,
+            inputs=INPUTS,
+            output_names=["prob", "stateN"],
+            states=["stateN=state"],
+            name=NAME,
+            benchmark_iterations=1,
+        )
+    (result,) = failed.value.report.profiles
+    reasons = [reason for attempt in result.attempts for reason in attempt.reasons]
+    assert reasons and all("is not full-integer" in reason for reason in reasons), reasons
+    assert any("CAST" in reason for reason in reasons), reasons
