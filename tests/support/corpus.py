@@ -123,7 +123,7 @@ PNET_SIZE = (96, 128)  # H, W: maps of 43x59
 
 def mtcnn_pnet() -> Any:
     """PNet with its packaged weights, wrapped at a fixed input size (a factory for the converter)."""
-    use_corpus()
+    _joblib_lz4()
     import joblib
     import keras
     from mtcnn.network.pnet import PNet
@@ -134,6 +134,21 @@ def mtcnn_pnet() -> Any:
     image = keras.Input((*PNET_SIZE, 3), name="image")
     bbox, prob = net(image)
     return keras.Model(image, [bbox, prob], name="mtcnn_pnet")
+
+
+def _joblib_lz4() -> None:
+    """Let joblib read ``*.lz4``: it looks for lz4 once, when first imported (scikit-learn may have
+    imported it before the corpus folder, which holds lz4, was on the path)."""
+    use_corpus()
+    from joblib import compressor
+
+    if compressor.lz4 is None:
+        import lz4
+        from lz4.frame import LZ4FrameFile
+
+        compressor.lz4 = lz4
+        compressor.LZ4FrameFile = LZ4FrameFile
+        compressor._COMPRESSORS["lz4"].fileobj_factory = LZ4FrameFile
 
 
 def pnet_data(out: Path, calibration: int, evaluation: int) -> tuple[Path, Path]:
