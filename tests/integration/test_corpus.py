@@ -12,6 +12,7 @@ must say why.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,17 +102,26 @@ def test_the_model_converts_and_serves_as_recorded(key: str, tmp_path: Path) -> 
 
 
 def _serve_and_check_golden(bundle: Path, public: Any, where: str) -> None:
+    """Install and load the bundle in the agent's engine, run its golden check the way the agent's
+    update health check does (straight to the loaded version, which loops a static batch of 1
+    over the golden samples), and serve one request through the protocol's ``infer``."""
     manifest = verify_bundle(bundle, [public]).manifest
     with LocalInference([bundle], trusted_keys=[public]) as api:
         (installed,) = api.installed
         golden = load_golden(installed.directory, installed.manifest)
         assert golden is not None, f"{where}: the bundle has no golden I/O"
 
-        def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return api.infer(manifest.name, feeds, version=manifest.version)
+        def run(feeds: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+            with api.engine.repository.lease(manifest.name, manifest.version) as model:
+                return model.execute(feeds, raw=False).outputs
 
         report = run_golden(run, golden)
         assert report.passed, f"{where}: {report.reason}"
+        first = {name: value[:1] for name, value in golden.inputs.items()}
+        served = api.infer(manifest.name, first, version=manifest.version)
+        assert set(served) == set(golden.expected), where
+        for name, value in served.items():
+            assert np.all(np.isfinite(value)), f"{where}: {name} served non-finite values"
 
 
 @pytest.mark.parametrize(

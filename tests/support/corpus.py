@@ -335,3 +335,109 @@ MODELS: dict[str, CorpusModel] = {
         tolerances={"iou": 0.8},
     ),
 }
+
+
+# --- Resemblyzer: 3-layer LSTM speaker encoder (PyTorch state_dict + code) -----------------------
+
+
+def resemblyzer_encoder() -> Any:
+    """resemblyzer.voice_encoder.VoiceEncoder re-declared (its module imports librosa and webrtcvad),
+    with the packaged weights: mel frames ``[N, 160, 40]`` → an L2-normalised embedding ``[N, 256]``."""
+    import torch
+    from torch import nn
+
+    class VoiceEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(40, 256, 3, batch_first=True)
+            self.linear = nn.Linear(256, 256)
+            self.relu = nn.ReLU()
+
+        def forward(self, mels: torch.Tensor) -> torch.Tensor:
+            _, (hidden, _) = self.lstm(mels)
+            embedding = self.relu(self.linear(hidden[-1]))
+            return embedding / torch.norm(embedding, dim=1, keepdim=True)
+
+    checkpoint = torch.load(model_file("resemblyzer", "pretrained.pt"), map_location="cpu", weights_only=True)
+    model = VoiceEncoder().eval()
+    state = {k: v for k, v in checkpoint["model_state"].items() if not k.startswith("similarity_")}
+    model.load_state_dict(state)
+    return model
+
+
+def resemblyzer_mels(count: int, *, seed: int) -> np.ndarray:
+    """``[count, 160, 40]`` mel-power-like frames: a per-utterance spectral envelope with formant-like
+    bumps, modulated over time, non-negative (the encoder takes librosa mel power, not log)."""
+    rng = np.random.default_rng(seed)
+    bins = np.arange(40)
+    out = np.empty((count, 160, 40), np.float32)
+    for i in range(count):
+        centres = rng.uniform(3, 36, 3)
+        envelope = sum(np.exp(-((bins - c) ** 2) / (2 * rng.uniform(1.5, 4) ** 2)) for c in centres)
+        loudness = np.abs(np.sin(np.linspace(0, rng.uniform(3, 12), 160)))[:, None]
+        noise = rng.gamma(2.0, 0.5, (160, 40))
+        out[i] = (0.02 + loudness * envelope[None, :] * noise).astype(np.float32)
+    return out
+
+
+def resemblyzer_data(out: Path, calibration: int, evaluation: int) -> tuple[Path, Path]:
+    return (
+        _save(out / "calib.npz", {"mels": resemblyzer_mels(calibration, seed=1)}),
+        _save(out / "eval.npz", {"mels": resemblyzer_mels(evaluation, seed=2)}),
+    )
+
+
+MODELS["resemblyzer"] = CorpusModel(
+    "resemblyzer",
+    lambda: "tests.support.corpus:resemblyzer_encoder",
+    resemblyzer_data,
+    calibration=8,
+    evaluation=16,
+    inputs=lambda: ["mels:Nx160x40:float32"],
+    metrics=[MetricSpec(name="cosine")],  # an embedding, not class scores
+)
+
+
+# --- ddddocr: CTC text recognizer, conv + bidirectional LSTM (ONNX) ------------------------------
+
+OCR_WIDTH = 160  # 20 CTC steps
+OCR_WORDS = ("A3K9P", "58213", "bx4m", "int8", "QW7E", "hello", "7391", "ZETA", "m3n8", "edge")
+
+
+def ddddocr_source() -> str:
+    return str(model_file("ddddocr", "common.onnx"))
+
+
+def ocr_lines(count: int, *, seed: int) -> np.ndarray:
+    """``[count, 1, 64, 160]``: short strings drawn with Pillow's default font on white, grayscale
+    ``/255`` at height 64 as ddddocr's ocr_engine prepares them (samples on axis 0)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((count, 1, 64, OCR_WIDTH), np.float32)
+    for i in range(count):
+        word = OCR_WORDS[int(rng.integers(len(OCR_WORDS)))] if i % 2 else str(int(rng.integers(100, 99999)))
+        image = Image.new("L", (OCR_WIDTH, 64), 255)
+        font = ImageFont.load_default(size=int(rng.integers(30, 40)))
+        ImageDraw.Draw(image).text(
+            (int(rng.integers(2, 12)), int(rng.integers(4, 16))), word, fill=0, font=font
+        )
+        out[i, 0] = np.asarray(image, np.float32) / 255.0
+    return out
+
+
+def ddddocr_data(out: Path, calibration: int, evaluation: int) -> tuple[Path, Path]:
+    return (
+        _save(out / "calib.npz", {"input1": ocr_lines(calibration, seed=1)}),
+        _save(out / "eval.npz", {"input1": ocr_lines(evaluation, seed=2)}),
+    )
+
+
+MODELS["ddddocr"] = CorpusModel(
+    "ddddocr",
+    ddddocr_source,
+    ddddocr_data,
+    calibration=4,
+    evaluation=8,
+    inputs=lambda: [f"input1:1x1x64x{OCR_WIDTH}:float32"],
+)
