@@ -98,10 +98,12 @@ def test_the_model_converts_and_serves_as_recorded(key: str, tmp_path: Path) -> 
                 f"{where}: {check} {checks[check]} (recorded {value})"
             )
         assert result.bundle is not None
-        _serve_and_check_golden(Path(result.bundle.path), public, where)
+        _serve_and_check_golden(Path(result.bundle.path), public, where, want.get("golden_fails"))
 
 
-def _serve_and_check_golden(bundle: Path, public: Any, where: str) -> None:
+def _serve_and_check_golden(
+    bundle: Path, public: Any, where: str, golden_fails: dict[str, str] | None = None
+) -> None:
     """Install and load the bundle in the agent's engine, run its golden check the way the agent's
     update health check does (straight to the loaded version, which loops a static batch of 1
     over the golden samples), and serve one request through the protocol's ``infer``."""
@@ -116,6 +118,10 @@ def _serve_and_check_golden(bundle: Path, public: Any, where: str) -> None:
                 return model.execute(feeds, raw=False).outputs
 
         report = run_golden(run, golden)
+        if golden_fails is not None:  # a recorded bug: the bundle fails its own check, for that reason
+            assert not report.passed, f"{where}: the golden check passes now; update the table"
+            assert golden_fails["error_contains"] in report.reason, f"{where}: {report.reason}"
+            return
         assert report.passed, f"{where}: {report.reason}"
         first = {name: value[:1] for name, value in golden.inputs.items()}
         served = api.infer(manifest.name, first, version=manifest.version)
