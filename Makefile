@@ -39,7 +39,7 @@ $(CORPUS_STAMP): requirements-corpus.txt $(STAMP)
 	@touch $(CORPUS_STAMP)
 
 test-corpus: $(CORPUS_STAMP)
-	$(BIN)/python -m pytest -m corpus $(PYTEST_ARGS)
+	EDGEFLEET_CORPUS_DIR=$(abspath $(CORPUS)) $(BIN)/python -m pytest -m corpus $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/edgefleet demo
