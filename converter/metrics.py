@@ -204,15 +204,20 @@ def parse_metric_spec(text: str) -> MetricSpec:
         return MetricSpec(name=name, output=output)
     if builtin.param is None:
         raise MetricError(f"metric {name} takes no parameter (got {param_text!r} in {text!r})")
-    try:
-        param = float(param_text)
-    except ValueError:
-        raise MetricError(f"metric {name}'s {builtin.param} must be a number, not {param_text!r}") from None
-    if not math.isfinite(param):
-        raise MetricError(f"metric {name}'s {builtin.param} must be finite, not {param_text!r}")
+    param = _finite_number(param_text, f"metric {name}'s {builtin.param}")
     if name == "topk" and (param < 1 or param != int(param)):
         raise MetricError(f"topk's k must be a whole number of at least 1, not {param_text!r}")
     return MetricSpec(name=name, param=param, output=output)
+
+
+def _finite_number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise MetricError(f"{what} must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise MetricError(f"{what} must be finite, not {text!r}")
+    return value
 
 
 def _hook_ref(ref: str, text: str) -> str:
@@ -234,12 +239,7 @@ def parse_tolerance_spec(text: str) -> tuple[str, float]:
     name = name.strip()
     if not sep or not name:
         raise MetricError(f"tolerance {text!r} is not NAME=VALUE (e.g. iou=0.9)")
-    try:
-        value = float(value_text)
-    except ValueError:
-        raise MetricError(f"tolerance {name}'s value must be a number, not {value_text.strip()!r}") from None
-    if not math.isfinite(value):
-        raise MetricError(f"tolerance {name}'s value must be finite, not {value_text.strip()!r}")
+    value = _finite_number(value_text.strip(), f"tolerance {name}'s value")
     if name in TOLERANCE_ALIASES:
         return TOLERANCE_ALIASES[name], value
     if name in Tolerance.model_fields:
