@@ -17,7 +17,7 @@ import numpy as np
 
 from converter.artifacts import Artifact
 from converter.benchmark import BenchmarkResult
-from converter.data import Dataset
+from converter.data import Dataset, samples_first
 from converter.metrics import ValidationMetrics, Verdict
 from converter.planning import Attempt, TargetPlan
 from converter.progress import NullProgress, Progress
@@ -96,6 +96,11 @@ class ConversionContext:
         if self.calibration is None or self.evaluation is None or self.reference is None:
             raise RuntimeError("the data is not loaded (run LoadPass first)")
         return self.calibration, self.evaluation, self.reference
+
+    def reference_samples_first(self) -> dict[str, np.ndarray]:
+        """The fp32 outputs with every output's samples on axis 0, as the metrics read them."""
+        _, _, reference = self.require_data()
+        return samples_first(reference, self.require_source().outputs)
 
     def require_target(self) -> TargetState:
         if self.target is None:

@@ -38,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from converter.data import Dataset
+from converter.data import Dataset, join_batches, samples_first
 from converter.metrics import MetricSpec, compute_metrics, control_score, judge
 from hw_profiles.schema import Tolerance
+from models.bundle.manifest import TensorSpec
 
 # --- the functional core --------------------------------------------------------------------------
 
@@ -163,6 +164,9 @@ class MixedCheck:
     hook_limits: Mapping[str, float]
     open_model: Callable[[Path], Any]  # a runtime session (``infer``, ``close``) for an .onnx file
     batch_size: int = 64
+    # The source's outputs: the axis each counts samples on in a session's outputs. ``reference``
+    # and every candidate's outputs are compared with their samples on axis 0.
+    outputs: Sequence[TensorSpec] = ()
 
 
 @dataclass
@@ -283,7 +287,7 @@ def describe(
 def _run(check: MixedCheck, path: Path, data: Dataset) -> dict[str, np.ndarray]:
     with _session(check, path) as session:
         parts = [session.infer(feeds) for feeds in data.batches(check.batch_size)]
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    return samples_first(join_batches(parts, check.outputs), check.outputs)
 
 
 @contextmanager

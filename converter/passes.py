@@ -27,6 +27,7 @@ from converter.data import (
     run_sequence,
     samples_first,
     spread_initial_states,
+    take_samples,
 )
 from converter.errors import ConversionError, describe_failure
 from converter.metrics import (
@@ -40,9 +41,10 @@ from converter.metrics import (
     metric_limit,
     split_tolerances,
 )
+from converter.outputs import settle_outputs
 from converter.planning import CalibrationMethod, SourceKind, TargetPlan, plan_target
 from converter.quiet import quiet
-from converter.signature import batch_first, interface_signature, pair_states
+from converter.signature import OutputDeclaration, batch_first, interface_signature, pair_states
 from converter.sources import REFERENCE_BATCH, SourceModel, load_source
 from hw_profiles.schema import AcceleratorKind, HardwareProfile, ModelFormat, Precision, Tolerance
 from models.bundle.manifest import TensorSpec
@@ -78,6 +80,9 @@ class LoadConfig(_Config):
     evaluation: Path
     inputs: list[TensorSpec] | None = None
     output_names: list[str] | None = None
+    output_specs: list[OutputDeclaration] = Field(
+        default_factory=list, description="Outputs declared with a shape (--output name:shape[:dtype])."
+    )
     states: dict[str, str] = Field(
         default_factory=dict, description="Recurrent state: output name -> the input it feeds next call."
     )
@@ -97,7 +102,6 @@ class LoadPass(Pass[LoadConfig]):
                 cfg.source, inputs=cfg.inputs, output_names=cfg.output_names, sample_arrays=calib_arrays
             )
         if cfg.states:
-            source.outputs = pair_states(source.inputs, source.outputs, cfg.states)
             fed = set(cfg.states.values())
             calib_arrays = spread_initial_states(calib_arrays, source.inputs, fed)
             eval_arrays = spread_initial_states(eval_arrays, source.inputs, fed)
@@ -108,6 +112,11 @@ class LoadPass(Pass[LoadConfig]):
         ctx.evaluation = check_dataset(
             eval_arrays, source.inputs, role="evaluation", source=str(cfg.evaluation)
         )
+        with ctx.progress.task("find the outputs' batch axes"), quiet():
+            # What the original returns, not what its file declares, says which axis counts samples.
+            source.notes.extend(settle_outputs(source, ctx.calibration, cfg.output_specs))
+        if cfg.states:
+            source.outputs = pair_states(source.inputs, source.outputs, cfg.states)
         with ctx.progress.task("run the fp32 original on the evaluation set", total=1) as advance, quiet():
             if cfg.states:
                 # A stream: the samples run in order, each fed the state the previous one returned.
@@ -320,7 +329,7 @@ class QuantizePass(Pass[QuantizeConfig]):
                 from converter.exporters.tflite_export import build_tflite_variant
 
                 base = ctx.base_exports[(ModelFormat.TFLITE.value, plan.batch)]
-                tflite_mixed = self._mixed_check(target, evaluation, reference, ModelFormat.TFLITE)
+                tflite_mixed = self._mixed_check(target, evaluation, ctx, ModelFormat.TFLITE)
                 artifact = build_tflite_variant(
                     source,
                     base,
@@ -338,6 +347,7 @@ class QuantizePass(Pass[QuantizeConfig]):
                 control = _control_scorer(
                     evaluation,
                     reference,
+                    source.outputs,
                     self.config.tolerance or target.profile.tolerance,
                     self.config.metrics,
                     self.config.tolerances,
@@ -350,7 +360,7 @@ class QuantizePass(Pass[QuantizeConfig]):
                 from converter.int8_kernels import reduce_range_for, unsigned_activations_for
 
                 base = ctx.base_exports[(ModelFormat.ONNX.value, plan.batch)]
-                mixed = self._mixed_check(target, evaluation, reference, ModelFormat.ONNX)
+                mixed = self._mixed_check(target, evaluation, ctx, ModelFormat.ONNX)
                 artifact = build_onnx_variant(
                     base,
                     attempt,
@@ -365,7 +375,7 @@ class QuantizePass(Pass[QuantizeConfig]):
         state.runtime_notes = list(artifact.notes)  # reported even when the artifact fails to load
 
     def _mixed_check(
-        self, target: TargetState, evaluation: Dataset, reference: Mapping[str, np.ndarray], fmt: ModelFormat
+        self, target: TargetState, evaluation: Dataset, ctx: ConversionContext, fmt: ModelFormat
     ) -> Any:
         """How the current attempt judges ``int8/mixed`` candidates, or None when it is not mixed."""
         if not target.current.attempt.mixed:
@@ -373,39 +383,45 @@ class QuantizePass(Pass[QuantizeConfig]):
         return _mixed_check(
             target.profile,
             evaluation,
-            reference,
+            ctx.reference_samples_first(),
             self.config.tolerance or target.profile.tolerance,
             self.config.metrics,
             self.config.tolerances,
             fmt=fmt,
+            outputs=ctx.require_source().outputs,
         )
 
 
 def _control_scorer(
     evaluation: Dataset,
     reference: Mapping[str, np.ndarray],
+    outputs: Sequence[TensorSpec],
     profile_tolerance: Tolerance,
     metrics: list[MetricSpec] | None,
     tolerances: dict[str, float] | None,
-) -> tuple[Dataset, Callable[[dict[str, np.ndarray], np.ndarray], float], float]:
+) -> tuple[Dataset, Callable[[Sequence[Mapping[str, np.ndarray]], np.ndarray], float], float]:
     """NNCF accuracy control's (evaluation set, scorer, max drop), from validation's own metrics.
 
-    The scorer compares a candidate's outputs for some evaluation samples (their row indices) with
-    the fp32 reference's rows (``converter.metrics.control_score``); the max drop is the
-    reference's own score, so what NNCF accepts is what validation's metric checks accept.
+    The scorer takes a candidate's outputs for consecutive batches of evaluation samples and the
+    samples' row indices, joins the batches and picks the fp32 reference's rows, each along the
+    output's own batch axis (``outputs``), and compares them samples-first
+    (``converter.metrics.control_score``); the max drop is the reference's own score, so what NNCF
+    accepts is what validation's metric checks accept.
     """
-    chosen = choose_metrics(reference, metrics)
+    first = samples_first(reference, outputs)
+    chosen = choose_metrics(first, metrics)
     tolerance, hook_limits = split_tolerances(profile_tolerance, tolerances)
     labels = evaluation.labels
 
-    def score(outputs: dict[str, np.ndarray], rows: np.ndarray) -> float:
-        ref = {name: values[rows] for name, values in reference.items()}
-        got = {name: outputs[name] for name in reference}
+    def score(parts: Sequence[Mapping[str, np.ndarray]], rows: np.ndarray) -> float:
+        ref = samples_first(take_samples(reference, outputs, rows), outputs)
+        joined = join_batches(parts, outputs)
+        got = samples_first({name: joined[name] for name in reference}, outputs)
         return control_score(
             ref, got, None if labels is None else labels[rows], chosen, tolerance, hook_limits
         )
 
-    perfect = control_score(reference, reference, labels, chosen, tolerance, hook_limits)
+    perfect = control_score(first, first, labels, chosen, tolerance, hook_limits)
     return evaluation, score, max(0.0, perfect)
 
 
@@ -418,10 +434,13 @@ def _mixed_check(
     tolerances: dict[str, float] | None,
     *,
     fmt: ModelFormat = ModelFormat.ONNX,
+    outputs: Sequence[TensorSpec] = (),
 ) -> Any:
     """How ``int8/mixed`` judges its candidates: validation's metrics, in the profile's runtime for ``fmt``.
 
-    (Batches of 64, as validation: a TFLite session splits them into the model's own batch.)
+    ``reference`` has every output's samples on axis 0; ``outputs`` (the source's) say on which
+    axis each candidate output counts them. (Batches of 64, as validation: a TFLite session
+    splits them into the model's own batch.)
     """
     from converter.benchmark import host_info
     from converter.int8_kernels import host_session_options
@@ -455,6 +474,7 @@ def _mixed_check(
     return MixedCheck(
         evaluation=evaluation,
         reference=reference,
+        outputs=outputs,
         metrics=chosen,
         tolerance=tolerance,
         hook_limits=hook_limits,
@@ -487,7 +507,7 @@ class MetricsPass(Pass[ValidateConfig]):
     step = "validate"
 
     def run(self, ctx: ConversionContext) -> None:
-        _, _, reference = ctx.require_data()
+        reference = ctx.reference_samples_first()
         try:
             chosen = choose_metrics(reference, self.config.metrics)
             for spec in chosen.values():

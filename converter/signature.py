@@ -11,6 +11,12 @@ joined by ``x``:
   always; any other fixed shape (``2x1x128``, ``10``) has no batch axis: it is served as is.
 - an empty shape is a scalar: ``sr::int64``. It has no batch axis.
 
+``--output`` takes a bare name (a PyTorch or Keras model's outputs, in order), or
+``name:shape[:dtype]`` in the same grammar, where ``N`` marks the output's batch axis and a shape
+without ``N`` has none (``387:?xNx8210`` for a CTC recognizer returning ``[T, batch, classes]``).
+Without it, the converter finds each output's batch axis by running the original
+(``converter.outputs``).
+
 A bundle serves the source's dtypes (``interface_signature``): where a format narrowed a tensor
 (int64 token ids become int32 in TFLite), the manifest still declares the source's dtype, and
 the runtime session casts at its edge.
@@ -19,6 +25,7 @@ the runtime session casts at its edge.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import get_args
 
 import numpy as np
@@ -34,6 +41,7 @@ SPEC_EXAMPLE = (
     "input:1x3x224x224:float32 (or input:Nx3x224x224:float32:NCHW; state:2xNx128:float32 puts the "
     "batch on axis 1; sr::int64 is a scalar)"
 )
+OUTPUT_SPEC_EXAMPLE = "logits (a name), or logits:?xNx8210:float32 (the batch on axis 1; no N: no batch axis)"
 
 
 def parse_input_spec(text: str) -> TensorSpec:
@@ -41,29 +49,74 @@ def parse_input_spec(text: str) -> TensorSpec:
     parts = text.strip().split(":")
     if len(parts) not in (3, 4) or not parts[0] or not parts[2] or (len(parts) == 4 and not parts[3]):
         raise _spec_error(text, "expected name:shape:dtype[:layout] (name::dtype for a scalar)")
-    name, shape_text, dtype = parts[0], parts[1].strip(), parts[2].lower()
+    name, dtype = parts[0], _dtype(text, parts[2])
     layout = parts[3].upper() if len(parts) == 4 else "ANY"
-    dims = [d.strip().lower() for d in shape_text.split("x")] if shape_text else []
-    batch_marks = [axis for axis, d in enumerate(dims) if d in _BATCH]
-    if len(batch_marks) > 1:
-        raise _spec_error(text, f"N marks the one batch axis, but {shape_text!r} has {len(batch_marks)}")
-    try:
-        shape = [-1 if d in _BATCH or d in _DYNAMIC else int(d) for d in dims]
-    except ValueError:
-        raise _spec_error(text, f"shape {shape_text!r} is not like 1x3x224x224") from None
-    if any(d == 0 or d < -1 for d in shape):
-        raise _spec_error(text, "dimensions are positive, or N for a dynamic one")
-    if dtype not in DTYPES:
-        raise _spec_error(text, f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if layout not in LAYOUTS:
         raise _spec_error(text, f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    if batch_marks:
-        batch_axis: int | None = batch_marks[0]
+    shape, batch_mark = _dims(text, parts[1])
+    if batch_mark is not None:
+        batch_axis: int | None = batch_mark
     elif shape and shape[0] in (1, -1):
         batch_axis = 0
     else:
         batch_axis = None
     return TensorSpec(name=name, shape=shape, dtype=dtype, layout=layout, batch_axis=batch_axis)
+
+
+@dataclass(frozen=True)
+class OutputDeclaration:
+    """What ``--output name:shape[:dtype]`` says about an output; a bare ``--output name`` only names it.
+
+    ``shape`` is None for a bare name. The batch axis is where ``N`` is, and none without one
+    (unlike ``--input``, where a leading 1 is a static batch): an output's shape is seen, not
+    built, so the only thing worth declaring is which axis counts samples.
+    """
+
+    name: str
+    shape: list[int] | None = None
+    batch_axis: int | None = None
+    dtype: str | None = None
+
+    @property
+    def declares_shape(self) -> bool:
+        return self.shape is not None
+
+
+def parse_output_spec(text: str) -> OutputDeclaration:
+    """Parse one ``--output`` value: ``name``, or ``name:shape[:dtype]`` in ``--input``'s grammar."""
+    parts = text.strip().split(":")
+    if len(parts) == 1 and parts[0]:
+        return OutputDeclaration(name=parts[0])
+    if len(parts) not in (2, 3) or not parts[0] or (len(parts) == 3 and not parts[2]):
+        raise _spec_error(text, "expected name, or name:shape[:dtype]", option="--output")
+    dtype = _dtype(text, parts[2], option="--output") if len(parts) == 3 else None
+    shape, batch_axis = _dims(text, parts[1], option="--output")
+    return OutputDeclaration(name=parts[0], shape=shape, batch_axis=batch_axis, dtype=dtype)
+
+
+def _dims(text: str, shape_text: str, *, option: str = "--input") -> tuple[list[int], int | None]:
+    """A spec's shape (-1 for ``N``, ``?`` and ``-1``) and the axis ``N`` marks, if any."""
+    shape_text = shape_text.strip()
+    dims = [d.strip().lower() for d in shape_text.split("x")] if shape_text else []
+    batch_marks = [axis for axis, d in enumerate(dims) if d in _BATCH]
+    if len(batch_marks) > 1:
+        raise _spec_error(
+            text, f"N marks the one batch axis, but {shape_text!r} has {len(batch_marks)}", option=option
+        )
+    try:
+        shape = [-1 if d in _BATCH or d in _DYNAMIC else int(d) for d in dims]
+    except ValueError:
+        raise _spec_error(text, f"shape {shape_text!r} is not like 1x3x224x224", option=option) from None
+    if any(d == 0 or d < -1 for d in shape):
+        raise _spec_error(text, "dimensions are positive, or N for a dynamic one", option=option)
+    return shape, (batch_marks[0] if batch_marks else None)
+
+
+def _dtype(text: str, value: str, *, option: str = "--input") -> str:
+    dtype = value.lower()
+    if dtype not in DTYPES:
+        raise _spec_error(text, f"dtype {dtype!r} is not one of {', '.join(DTYPES)}", option=option)
+    return dtype
 
 
 def spec_text(spec: TensorSpec) -> str:
@@ -233,5 +286,6 @@ def pair_states(
     ]
 
 
-def _spec_error(text: str, why: str) -> ConversionError:
-    return ConversionError(f"--input {text!r}: {why}", step="load", hint=f"write it like {SPEC_EXAMPLE}")
+def _spec_error(text: str, why: str, *, option: str = "--input") -> ConversionError:
+    example = SPEC_EXAMPLE if option == "--input" else OUTPUT_SPEC_EXAMPLE
+    return ConversionError(f"{option} {text!r}: {why}", step="load", hint=f"write it like {example}")

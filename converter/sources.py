@@ -438,7 +438,7 @@ def _run_torch(source: SourceModel, feeds: Mapping[str, np.ndarray]) -> dict[str
                 for s in source.inputs
             ]
             batches.append([t.detach().numpy() for t in _flatten_outputs(source.module(*args))])
-    return {spec.name: np.concatenate([b[i] for b in batches]) for i, spec in enumerate(source.outputs)}
+    return _join(source, batches)
 
 
 # --- ONNX ---------------------------------------------------------------------------------------
@@ -546,7 +546,7 @@ def _run_onnx(source: SourceModel, feeds: Mapping[str, np.ndarray]) -> dict[str,
     for start in range(0, count, step):
         feed = {s.name: feeds[s.name][start : start + step] for s in source.inputs}
         parts.append([np.asarray(a) for a in session.run(names, feed)])
-    return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
+    return _join(source, parts)
 
 
 # --- Keras --------------------------------------------------------------------------------------
@@ -613,7 +613,7 @@ def _run_keras(source: SourceModel, feeds: Mapping[str, np.ndarray]) -> dict[str
         args = [feeds[s.name][start : start + REFERENCE_BATCH] for s in source.inputs]
         result = source.module(args if len(args) > 1 else args[0], training=False)
         parts.append([np.asarray(r) for r in _flatten_outputs(result)])
-    return {spec.name: np.concatenate([p[i] for p in parts]) for i, spec in enumerate(source.outputs)}
+    return _join(source, parts)
 
 
 # --- TensorFlow SavedModel ----------------------------------------------------------------------
@@ -702,10 +702,18 @@ def _run_saved_model(source: SourceModel, feeds: Mapping[str, np.ndarray]) -> di
             **{s.name: tf.constant(feeds[s.name][start : start + REFERENCE_BATCH]) for s in source.inputs}
         )
         parts.append([np.asarray(result[key]) for key in keys])
-    return {spec.name: np.concatenate([p[i] for p in parts]) for i, spec in enumerate(source.outputs)}
+    return _join(source, parts)
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _join(source: SourceModel, parts: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """The outputs of consecutive chunks of samples, joined along each output's own batch axis."""
+    from converter.data import join_batches
+
+    named = [{spec.name: values[i] for i, spec in enumerate(source.outputs)} for values in parts]
+    return join_batches(named, source.outputs)
 
 
 def _zeros(spec: TensorSpec, *, batch: int) -> np.ndarray:

@@ -44,7 +44,7 @@ from converter.passes import (
 from converter.planning import CalibrationMethod, plan_target
 from converter.progress import NullProgress, Progress
 from converter.report import AttemptRecord, ConversionReport, ProfileResult
-from converter.signature import parse_input_spec, parse_state_pairs
+from converter.signature import parse_input_spec, parse_output_spec, parse_state_pairs
 from hw_profiles.schema import ModelFormat, Precision, Tolerance
 from models.bundle.manifest import Preprocessing, TensorSpec
 
@@ -96,7 +96,7 @@ class Workflow:
         return results
 
     def _run_target(self, ctx: ConversionContext, target: TargetState) -> ProfileResult:
-        notes: list[str] = []
+        notes: list[str] = list(ctx.require_source().notes)  # what loading found (wrong output shapes)
         try:
             self._walk_chain(ctx, target, notes)
             for step in self.finish:
@@ -298,6 +298,9 @@ def convert(
     the metric most kept in float; None, the default, tries it unless ``calibrations`` narrowed them);
     ``inputs`` (``TensorSpec`` or ``name:1x3x224x224:float32``) describe a PyTorch model's inputs when
     the data cannot (``state:2xNx128:float32`` puts the batch on axis 1, ``sr::int64`` is a scalar);
+    ``output_names`` name a PyTorch or Keras model's outputs in order, and any of them may be
+    ``name:shape[:dtype]``, with ``N`` on the output's batch axis and no ``N`` for none
+    (``"387:?xNx8210"``), overriding the batch axis the converter reads from real runs;
     ``states`` (``["stateN=state"]`` or ``{"stateN": "state"}``) pair an output with the input it
     feeds on the next call, for recurrent models: validation then runs the data as a stream.
 
@@ -313,6 +316,7 @@ def convert(
     out = Path(out_dir)
     progress = progress or NullProgress()
     specs = [parse_input_spec(i) if isinstance(i, str) else i for i in inputs] if inputs else None
+    declared = [parse_output_spec(o) for o in output_names or []]
     fmt_list = [ModelFormat(f) for f in formats] if formats else None
     precision_list = [Precision(p) for p in precisions] if precisions else None
     calibration_list = [CalibrationMethod(c) for c in calibrations] if calibrations else None
@@ -333,7 +337,8 @@ def convert(
                     calibration=Path(calib),
                     evaluation=Path(eval),
                     inputs=specs,
-                    output_names=output_names,
+                    output_names=[d.name for d in declared] or None,
+                    output_specs=[d for d in declared if d.declares_shape],
                     states=parse_state_pairs(states),
                 )
             ),
@@ -439,7 +444,8 @@ def build_report(
     from converter.benchmark import host_info
     from converter.metrics import compute_metrics
 
-    calibration, evaluation, reference = ctx.require_data()
+    calibration, evaluation, _ = ctx.require_data()
+    reference = ctx.reference_samples_first()
     return ConversionReport(
         name=name,
         version=version,

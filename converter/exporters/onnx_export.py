@@ -42,7 +42,7 @@ def export_onnx(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / MODEL_FILE
     if source.onnx_path is not None:
-        _normalise_onnx(source.onnx_path, path, batch)
+        _normalise_onnx(source, path, batch)
     else:
         _export_torch(source, path, batch, opset)
         _strip_exporter_metadata(path)
@@ -203,17 +203,52 @@ def _export_torch(source: SourceModel, path: Path, batch: int | None, opset: int
             ) from exc
 
 
-def _normalise_onnx(source: Path, path: Path, batch: int | None) -> None:
+def _normalise_onnx(source: SourceModel, path: Path, batch: int | None) -> None:
+    """The ONNX source with its outputs declared as they really are, for ``batch`` samples (None: any)."""
     import onnx
 
-    model = onnx.load(str(source), load_external_data=True)
+    assert source.onnx_path is not None
+    model = onnx.load(str(source.onnx_path), load_external_data=True)
+    outputs = {spec.name: spec for spec in source.outputs}
+    for value in model.graph.output:
+        spec = outputs.get(value.name)
+        if spec is not None and not _declared_as(value, spec.shape):
+            # A wrong declaration (ddddocr's [1, seqlen] for [T, 1, 8210]) would make every runtime
+            # report, and the manifest record, a shape the model never returns.
+            _declare(value, spec.shape)
     if batch is not None:
         for value in [*model.graph.input, *model.graph.output]:
+            spec = outputs.get(value.name)
+            axis = 0 if spec is None else spec.batch_axis  # inputs: axis 0, as always
             dims = value.type.tensor_type.shape.dim
-            if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
-                dims[0].Clear()
-                dims[0].dim_value = batch
+            if axis is not None and axis < len(dims) and not _fixed(dims[axis]):
+                dims[axis].Clear()
+                dims[axis].dim_value = batch
     save_onnx(model, path)
+
+
+def _fixed(dim: Any) -> bool:
+    return bool(dim.HasField("dim_value") and dim.dim_value > 0)
+
+
+def _declared_as(value: Any, shape: Sequence[int]) -> bool:
+    """Whether an ONNX value's declared shape has ``shape``'s rank and no fixed size ``shape`` lacks."""
+    dims = value.type.tensor_type.shape.dim
+    return len(dims) == len(shape) and all(
+        not _fixed(dim) or dim.dim_value == size for dim, size in zip(dims, shape, strict=True)
+    )
+
+
+def _declare(value: Any, shape: Sequence[int]) -> None:
+    tensor_type = value.type.tensor_type
+    tensor_type.ClearField("shape")
+    tensor_type.shape.SetInParent()  # a rank-0 shape is still a shape, not an unknown one
+    for axis, size in enumerate(shape):
+        dim = tensor_type.shape.dim.add()
+        if size > 0:
+            dim.dim_value = size
+        else:
+            dim.dim_param = f"{value.name}_{axis}"
 
 
 def save_onnx(model: Any, path: Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ _GENERATED_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*_\d+$")
 
 # Scores a candidate's outputs for some evaluation samples (their row indices) against the fp32
 # reference, with validation's own metrics: higher is better (``converter.metrics.control_score``).
-Scorer = Callable[[dict[str, np.ndarray], np.ndarray], float]
+# Scores a candidate's outputs for consecutive batches of evaluation samples against the fp32
+# reference's rows (``converter.passes._control_scorer``), joining them along each output's batch axis.
+Scorer = Callable[[Sequence[Mapping[str, np.ndarray]], np.ndarray], float]
 
 
 def export_openvino(
@@ -188,8 +190,8 @@ def _quantize(
             )
         eval_set, scorer, max_drop = accuracy_control
         step = batch or 1
-        # Each item carries its first row, so the scorer compares exactly the samples NNCF runs.
-        items = list(zip(range(0, eval_set.size, step), eval_set.batches(step), strict=True))
+        # Each item carries its rows, so the scorer compares exactly the samples NNCF runs.
+        items = list(zip(eval_set.spans(step), eval_set.batches(step), strict=True))
         validation = nncf.Dataset(items, lambda item: item[1])
         return nncf.quantize_with_accuracy_control(
             model,
@@ -232,14 +234,11 @@ def _validation_fn(scorer: Scorer) -> Callable[[Any, Any], tuple[float, list[flo
     def validate(compiled: Any, data: Any) -> tuple[float, list[float]]:
         outputs: list[dict[str, np.ndarray]] = []
         rows: list[np.ndarray] = []
-        for start, feeds in data:
-            out = run_compiled(compiled, feeds)
-            index = np.arange(start, start + len(next(iter(feeds.values()))))
-            outputs.append(out)
-            rows.append(index)
-        per_item = [scorer(out, index) for out, index in zip(outputs, rows, strict=True)]
-        merged = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
-        return scorer(merged, np.concatenate(rows)), per_item
+        for (start, stop), feeds in data:
+            outputs.append(run_compiled(compiled, feeds))
+            rows.append(np.arange(start, stop))
+        per_item = [scorer([out], index) for out, index in zip(outputs, rows, strict=True)]
+        return scorer(outputs, np.concatenate(rows)), per_item
 
     return validate
 

@@ -8,6 +8,10 @@ version it just loaded and compares, with the manifest's ``golden`` tolerances:
 - for outputs shaped like class scores (``[batch, classes]``), top-1 agreement with the expected
   classes of at least ``min_top1_agreement``.
 
+Each tensor holds its samples on its own batch axis (the manifest's ``batch_axis``: a CTC
+recognizer's ``[T, batch, classes]`` on axis 1), as the converter wrote them and the session
+returns them; top-1 reads samples along that axis.
+
 A mismatch means the model does not compute on this device what it computed where it was
 built: wrong kernels, a runtime bug, a corrupted or mislabelled model. ``compare_golden`` is
 pure; running the model is the caller's (any ``run(feeds) -> outputs`` will do).
@@ -18,7 +22,7 @@ from __future__ import annotations
 import time
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +43,15 @@ class GoldenSet:
     inputs: dict[str, np.ndarray]
     expected: dict[str, np.ndarray]
     spec: GoldenSpec
+    batch_axes: Mapping[str, int | None] = field(default_factory=dict)  # absent: axis 0
 
     @property
     def samples(self) -> int:
-        first = next(iter(self.inputs.values()))
-        return int(first.shape[0]) if first.ndim else 1
+        for name, value in self.inputs.items():
+            axis = self.batch_axes.get(name, 0)
+            if axis is not None and value.ndim > axis:
+                return int(value.shape[axis])
+        return 1
 
 
 def load_golden(directory: Path, manifest: Manifest) -> GoldenSet | None:
@@ -64,7 +72,8 @@ def load_golden(directory: Path, manifest: Manifest) -> GoldenSet | None:
         t.name: np.asarray(arrays[t.name], dtype=np.dtype(t.client_dtype), order="C") for t in manifest.inputs
     }
     expected = {t.name: arrays[t.name] for t in manifest.outputs}
-    return GoldenSet(inputs=inputs, expected=expected, spec=spec)
+    axes = {t.name: t.batch_axis for t in [*manifest.inputs, *manifest.outputs]}
+    return GoldenSet(inputs=inputs, expected=expected, spec=spec, batch_axes=axes)
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,7 @@ def is_class_scores(array: np.ndarray) -> bool:
 
 
 def compare_output(
-    name: str, expected: np.ndarray, actual: np.ndarray | None, spec: GoldenSpec
+    name: str, expected: np.ndarray, actual: np.ndarray | None, spec: GoldenSpec, batch_axis: int | None = 0
 ) -> OutputComparison:
     if actual is None:
         return OutputComparison(name, expected.size, expected.size, float("inf"), None, False, "not produced")
@@ -140,11 +149,7 @@ def compare_output(
     error = np.abs(got - want)
     outside = int(np.count_nonzero(error > spec.atol + spec.rtol * np.abs(want)))
     max_error = float(error.max()) if error.size else 0.0
-    top1 = (
-        float(np.mean(np.argmax(got, axis=1) == np.argmax(want, axis=1)))
-        if is_class_scores(expected) and len(expected)
-        else None
-    )
+    top1 = _top1_agreement(want, got, batch_axis)
     problems = []
     if outside:
         problems.append(
@@ -156,19 +161,38 @@ def compare_output(
     return OutputComparison(name, want.size, outside, max_error, top1, not problems, "; ".join(problems))
 
 
+def _top1_agreement(want: np.ndarray, got: np.ndarray, batch_axis: int | None) -> float | None:
+    """Top-1 agreement of class scores, their samples on ``batch_axis`` (None: rows, as before)."""
+    if batch_axis:
+        want, got = np.moveaxis(want, batch_axis, 0), np.moveaxis(got, batch_axis, 0)
+    if not is_class_scores(want) or not len(want):
+        return None
+    return float(np.mean(np.argmax(got, axis=1) == np.argmax(want, axis=1)))
+
+
 def compare_golden(
-    expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray], spec: GoldenSpec
+    expected: Mapping[str, np.ndarray],
+    actual: Mapping[str, np.ndarray],
+    spec: GoldenSpec,
+    batch_axes: Mapping[str, int | None] | None = None,
 ) -> GoldenReport:
-    """Compare a model's outputs with the golden ones, output by output. Pure."""
+    """Compare a model's outputs with the golden ones, output by output. Pure.
+
+    ``batch_axes``: the axis each output counts samples on (absent: 0), for the top-1 check.
+    """
+    axes = batch_axes or {}
     return GoldenReport(
-        tuple(compare_output(name, want, actual.get(name), spec) for name, want in sorted(expected.items())),
+        tuple(
+            compare_output(name, want, actual.get(name), spec, axes.get(name, 0))
+            for name, want in sorted(expected.items())
+        ),
         spec,
     )
 
 
 def run_golden(run: RunModel, golden: GoldenSet) -> GoldenReport:
     outputs = run({name: value.copy() for name, value in golden.inputs.items()})
-    return compare_golden(golden.expected, outputs, golden.spec)
+    return compare_golden(golden.expected, outputs, golden.spec, golden.batch_axes)
 
 
 def synthetic_inputs(manifest: Manifest) -> dict[str, np.ndarray]:

@@ -88,7 +88,11 @@ def convert(
         "(repeatable; e.g. stateN=state). Validation runs the data as a stream, in order.",
     ),
     outputs: list[str] | None = typer.Option(
-        None, "--output", help="Output tensor names of a PyTorch or Keras model, in order (repeatable)."
+        None,
+        "--output",
+        help="Output tensor name of a PyTorch or Keras model, in order (repeatable); or "
+        "name:shape[:dtype] as --input, N on the output's batch axis, no N for none "
+        "(387:?xNx8210), when the model returns it elsewhere than it declares.",
     ),
     name: str | None = typer.Option(
         None, "--name", help="Model name in the bundles (default: from the source)."

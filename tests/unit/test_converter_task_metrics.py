@@ -31,6 +31,7 @@ from converter.metrics import (
     topk_agreement,
 )
 from hw_profiles.schema import Tolerance
+from models.bundle.manifest import TensorSpec
 from tests.support import metric_hooks
 
 HOOK = "tests.support.metric_hooks:mean_abs_closeness"
@@ -358,7 +359,8 @@ def test_nncf_validation_function_scores_the_items_it_is_given() -> None:
     rng = np.random.default_rng(5)
     reference = {"maps": rng.uniform(size=(6, 1, 4, 4)).astype(np.float32)}
     evaluation = Dataset("eval", {"image": np.zeros((6, 1, 4, 4), np.float32)})
-    _, scorer, max_drop = _control_scorer(evaluation, reference, Tolerance(min_iou=0.5), None, None)
+    outputs = [TensorSpec(name="maps", dtype="float32", shape=[-1, 1, 4, 4])]
+    _, scorer, max_drop = _control_scorer(evaluation, reference, outputs, Tolerance(min_iou=0.5), None, None)
     assert max_drop == pytest.approx(1.0)
 
     class Port:
@@ -376,7 +378,7 @@ def test_nncf_validation_function_scores_the_items_it_is_given() -> None:
             got[rows == 3] = 1 - got[rows == 3]  # sample 3 comes out inverted
             return {self.outputs[0]: got}
 
-    items = [(row, {"image": np.full((1, 1, 4, 4), row, np.float32)}) for row in range(6)]
+    items = [((row, row + 1), {"image": np.full((1, 1, 4, 4), row, np.float32)}) for row in range(6)]
     overall, per_item = _validation_fn(scorer)(Compiled(), items)
     assert (
         len(per_item) == 6
