@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from converter.errors import ConversionError, describe_failure
-from converter.signature import OUTPUT_SPEC_EXAMPLE, OutputDeclaration
+from converter.signature import OUTPUT_SPEC_EXAMPLE, OutputDeclaration, guess_layout
 from models.bundle.manifest import TensorSpec
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def settle_outputs(
         shape = fitted_shape(spec.shape, real, axis, dynamic=dynamic)
         if len(spec.shape) != len(real) or shape != spec.shape or axis != spec.batch_axis:
             notes.append(_disagreement(spec, real, axis, batch))
-        settled.append(spec.model_copy(update={"shape": shape, "batch_axis": axis}))
+        settled.append(_reshaped(spec, shape, axis))
     source.outputs = settled
     return notes
 
@@ -150,7 +150,13 @@ def _declared_spec(
             hint=f"declare the shape it returns, N on the batch axis: {OUTPUT_SPEC_EXAMPLE}",
         )
     shape = fitted_shape(want.shape, real, want.batch_axis, dynamic=dynamic)
-    return spec.model_copy(update={"shape": shape, "batch_axis": want.batch_axis})
+    return _reshaped(spec, shape, want.batch_axis)
+
+
+def _reshaped(spec: TensorSpec, shape: list[int], axis: int | None) -> TensorSpec:
+    # A layout guessed from a wrong rank (ddddocr's [1, seqlen] read as NC) is guessed again.
+    layout = spec.layout if len(shape) == len(spec.shape) else guess_layout(shape)
+    return spec.model_copy(update={"shape": shape, "batch_axis": axis, "layout": layout})
 
 
 def _disagreement(spec: TensorSpec, real: Sequence[int], axis: int | None, batch: int) -> str:
