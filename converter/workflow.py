@@ -43,7 +43,7 @@ from converter.passes import (
     plan_summary,
     with_toolchain_notes,
 )
-from converter.planning import Attempt, CalibrationMethod, plan_target
+from converter.planning import Attempt, CalibrationMethod, TargetPlan, plan_target
 from converter.progress import NullProgress, Progress
 from converter.report import AttemptRecord, ConversionReport, ProfileResult
 from converter.signature import parse_input_spec, parse_state_pairs
@@ -120,14 +120,16 @@ class Workflow:
 
     def _walk_chain(self, ctx: ConversionContext, target: TargetState, notes: list[str]) -> None:
         looked_elsewhere = False
+        plans: dict[ModelFormat, TargetPlan] = {}  # each format tried, for packaging its attempt
         while True:
             plan = target.require_plan()
+            plans[plan.format] = plan
             notes.extend(n for n in plan.notes if n not in notes)
             try:
                 for attempt in plan.attempts:
                     if not looked_elsewhere and _int8_done(target, attempt):
                         looked_elsewhere = True
-                        if self._int8_in_other_formats(ctx, target, notes):
+                        if self._int8_in_other_formats(ctx, target, notes, plans):
                             return
                     state = AttemptState(attempt)
                     target.attempts.append(state)
@@ -141,12 +143,18 @@ class Workflow:
         if (
             not looked_elsewhere
             and _int8_done(target, None)
-            and self._int8_in_other_formats(ctx, target, notes)
+            and self._int8_in_other_formats(ctx, target, notes, plans)
         ):
             return
-        self._settle_without_pass(target)
+        self._settle_without_pass(target, plans)
 
-    def _int8_in_other_formats(self, ctx: ConversionContext, target: TargetState, notes: list[str]) -> bool:
+    def _int8_in_other_formats(
+        self,
+        ctx: ConversionContext,
+        target: TargetState,
+        notes: list[str],
+        plans: dict[ModelFormat, TargetPlan],
+    ) -> bool:
         """Every int8 attempt of the plan's format missed or failed: try the int8 of the profile's
         other formats before any float one (on a Pi, ONNX Runtime's int8 before TFLite's fp16).
         True when one passed; it is chosen, and its format's plan becomes the target's."""
@@ -167,7 +175,7 @@ class Workflow:
                 )
             except ConversionError:
                 continue
-            target.plan = other
+            target.plan = plans[fmt] = other
             try:
                 # The plan adds its float fallbacks even to int8 alone; those come after this format's.
                 for attempt in [a for a in other.attempts if a.precision is Precision.INT8]:
@@ -234,13 +242,8 @@ class Workflow:
         ctx.progress.log(f"fallback {target.profile.name}: {notes[-1]}", level="warn")
         return True
 
-    def _settle_without_pass(self, target: TargetState) -> None:
-        fmt = target.require_plan().format  # the plan packages: only its format's attempts can be chosen
-        validated = [
-            s
-            for s in target.attempts
-            if s.metrics is not None and s.outputs is not None and s.attempt.format is fmt
-        ]
+    def _settle_without_pass(self, target: TargetState, plans: dict[ModelFormat, TargetPlan]) -> None:
+        validated = [s for s in target.attempts if s.metrics is not None and s.outputs is not None]
         summary = "; ".join(
             f"{s.attempt.label}: "
             + ("; ".join(s.verdict.failures) if s.verdict else str((s.error or {}).get("message")))
@@ -249,6 +252,8 @@ class Workflow:
         if self.allow_degraded and validated:
             target.chosen = max(validated, key=_closeness)
             target.degraded = True
+            # Packaging follows the plan: the one of the chosen attempt's format.
+            target.plan = plans.get(target.chosen.attempt.format, target.plan)
             return
         raise ConversionError(
             f"no attempt met the tolerance of {target.profile.name} ({summary})",
