@@ -102,3 +102,22 @@ def test_an_unseen_sample_rate_drifts_and_the_seen_one_does_not() -> None:
     for rate, drifted in ((16000, False), (8000, True), (48000, True)):
         window = count_window(reference, {"input": chunk, "sr": np.array(rate, np.int64)})
         assert (psi(sr.counts, window.features["sr/value"].counts) > 0.25) is drifted, rate
+
+
+def test_the_agent_counts_a_stateful_call_by_its_batch_axes_and_the_scalar_once_per_sample() -> None:
+    from edge_agent.telemetry.drift import DriftAccumulator
+
+    rng = np.random.default_rng(1)
+    state = rng.standard_normal((60, 2, 3)).astype(np.float32)  # samples first, as the converter gives
+    reference = build_reference_stats(
+        {"state": state, "sr": np.full(60, 16000, np.int64)}, {}, batch_axes={"state": 1, "sr": None}
+    )
+    accumulator = DriftAccumulator("vad", "1", reference, window_samples=6, window_s=1e9)
+    served = np.moveaxis(state[:3], 0, 1)  # [2, 3, 3]: three streams, batch on axis 1
+    assert accumulator.add({"state": served, "sr": np.array(8000, np.int64)}, {}, now=1.0) == []
+    assert accumulator.samples == 3
+    (closed,) = accumulator.add({"state": served, "sr": np.array(8000, np.int64)}, {}, now=2.0)
+    window = closed.window
+    assert window.samples == 6
+    assert window.features["sr/value"].counts.tolist() == [6, 0, 0]
+    assert {counts.total for counts in window.features.values()} == {6}
