@@ -288,7 +288,7 @@ class InferenceEngine:
                 infer_ns=execution.timings.infer_ns,
                 output_ns=execution.timings.output_ns,
             )
-            samples = next((int(f.shape[0]) for f in feeds.values() if f.ndim > 0), 1)
+            samples = _request_samples(model, feeds)
             total_ns = time.perf_counter_ns() - started
             model.record(ok=True, total_ns=total_ns, timings=timings, samples=samples)
             response = InferResponse(model.name, model.version, request.id, outputs)
@@ -333,3 +333,14 @@ class InferenceEngine:
         """Refuse new requests, let the ones in flight finish, and close every model."""
         self._closing.set()
         self.repository.close()
+
+
+def _request_samples(model: ServedModel, feeds: Mapping[str, np.ndarray]) -> int:
+    """Samples in a request: each input counts along its own batch axis (a recurrent state carries
+    the batch on axis 1; a scalar has none). 1 when no input has a batch axis."""
+    counts = [
+        int(feeds[spec.name].shape[spec.batch_axis])
+        for spec in model.installed.manifest.inputs
+        if spec.batch_axis is not None and spec.name in feeds and feeds[spec.name].ndim > spec.batch_axis
+    ]
+    return max(counts, default=1)
