@@ -298,9 +298,9 @@ def selected_models(models: Iterable[str], wanted: str) -> list[str]:
 def one_sample(array: np.ndarray, shape: Sequence[int], batch_axis: int | None) -> np.ndarray:
     """The first sample of a golden array, shaped as the model takes one (batch 1 on its batch axis)."""
     if batch_axis is not None:
-        return np.ascontiguousarray(np.take(array, [0], axis=batch_axis))
+        return np.take(array, [0], axis=batch_axis)
     # No batch axis: stored once shaped like the input, or one value per sample stacked on axis 0.
-    return np.ascontiguousarray(array if array.ndim == len(shape) else array[0])
+    return np.array(array if array.ndim == len(shape) else array[0])
 
 
 # --- building (the converter's process) ------------------------------------------------------------
