@@ -51,6 +51,7 @@ THREADS = 1
 # "converter" is the only one for Keras sources' TFLite, and the planner skips what a format lacks.
 PLAIN_CALIBRATIONS = ("minmax", "converter")
 TARGET_SHRINK = {"onnx": 3.3, "tflite": 3.3}
+SHRINK_REFERENCE = 3.3  # the "why" column explains a smaller shrink in OpenVINO too, which has no target
 TARGET_CNN_SPEEDUP = {"onnx": 1.5, "openvino": 1.8}
 CNN_CONV_SHARE = 0.5  # a CNN: convolutions make at least this share of the multiply-accumulates
 DEPTHWISE_NOTE_SHARE = 0.1
@@ -65,6 +66,11 @@ MAX_CALLS, MIN_ROUNDS, MAX_ROUNDS = 20, 5, 30
 
 RECURRENT_OPS = {"LSTMSequence": 4, "GRUSequence": 3, "RNNSequence": 1, "LSTMCell": 4, "GRUCell": 3}
 LOOP_OPS = ("TensorIterator", "Loop")
+# Ops that carry a constant to the op that computes with it.
+PLUMBING_OPS = frozenset(
+    {"Convert", "Split", "VariadicSplit", "Reshape", "Transpose", "Concat", "Squeeze", "Unsqueeze"}
+    | {"Multiply", "Subtract", "FakeQuantize", "FakeConvert"}
+)
 
 
 # --- the pure parts ---------------------------------------------------------------------------------
@@ -207,8 +213,7 @@ def misses(pair: Pair) -> list[str]:
         largest = f"; largest {weights.largest_bytes / 1e6:.2f} MB into {weights.largest_consumer}"
         why.append(f"float weights left: {weights.share:.0%} of the int8 file's constants{largest}")
     shrink = pair.shrink
-    target = TARGET_SHRINK.get(pair.format)
-    if pair.fp32 and shrink and target and shrink < target and pair.fp32.size < TINY_MODEL_BYTES:
+    if pair.fp32 and shrink and shrink < SHRINK_REFERENCE and pair.fp32.size < TINY_MODEL_BYTES:
         why.append(
             f"a {_mb(pair.fp32.size)} model: the graph and quantization parameters weigh like its weights"
         )
@@ -381,18 +386,27 @@ def _refused_format(exc: Any, key: str, formats: Sequence[str]) -> str | None:
 
 
 def _artifact(report: Any, profile: str, root: Path, public: Any) -> tuple[Artifact | None, str]:
+    """The cell's extracted bundle, or why there is none (its attempts' reasons, else the error)."""
     from models.bundle import extract_bundle
 
     result = report.profile(profile)
     chosen = result.chosen
     if result.bundle is None or chosen is None:
-        return None, _clip(str((result.error or {}).get("message") or "no bundle"))
+        reasons = [reason for attempt in result.attempts for reason in attempt.reasons]
+        return None, "; ".join(reasons) or str((result.error or {}).get("message") or "no bundle")
     directory = root / "extracted" / profile
     manifest = extract_bundle(Path(result.bundle.path), directory, [public]).manifest
     size = sum(e.size for e in manifest.files.values() if e.role in ("model", "weights"))
     decided = chosen.decided_by.describe() if chosen.decided_by else "no metric"
     notes = tuple([*chosen.runtime_notes, *result.plan_notes])
     return Artifact(directory, size, chosen.label, chosen.decision == "packaged", decided, notes), ""
+
+
+def unbuilt_reason(fp32_why: str, int8_why: str) -> str:
+    """Why a pair is missing, said once when fp32 and int8 failed alike (an export both need)."""
+    if fp32_why and fp32_why == int8_why:
+        return f"fp32 and int8: {fp32_why}"
+    return "; ".join(f"{name}: {why}" for name, why in (("fp32", fp32_why), ("int8", int8_why)) if why)
 
 
 def _pairs(key: str, root: Path, private: Path, public: Any) -> list[Pair]:
@@ -407,8 +421,7 @@ def _pairs(key: str, root: Path, private: Path, public: Any) -> list[Pair]:
             continue
         fp32, fp32_why = _artifact(report, _profile_name(key, fmt, "fp32"), root, public)
         int8, int8_why = _artifact(report, _profile_name(key, fmt, "int8"), root, public)
-        why = "; ".join(f"{p}: {w}" for p, w in (("fp32", fp32_why), ("int8", int8_why)) if w)
-        pairs.append(Pair(key, fmt, fp32, int8, reason=why))
+        pairs.append(Pair(key, fmt, fp32, int8, reason=unbuilt_reason(fp32_why, int8_why)))
     _analyse(pairs)
     return pairs
 
@@ -430,11 +443,12 @@ def _analyse(pairs: list[Pair]) -> None:
     mix = OpMix()
     for pair in sorted(pairs, key=lambda p: FORMATS.index(p.format) != 1):  # the IR first
         if pair.fp32 is not None and not mix.macs:
-            mix = _safe(lambda p=pair.fp32: op_mix(_model_path(p)), OpMix())
+            mix = _safe(lambda a=pair.fp32: op_mix(a), OpMix())
     for pair in pairs:
         pair.mix = mix
         if pair.int8 is not None:
-            pair.float_weights = _safe(lambda a=pair.int8: float_weights(_model_path(a)), None)
+            read = tflite_float_weights if pair.format == "tflite" else float_weights
+            pair.float_weights = _safe(lambda a=pair.int8, r=read: r(_model_path(a)), None)
         if pair.format == "tflite" and pair.fp32 is not None and pair.int8 is not None:
             pair.partitions = _safe(lambda p=pair: _partitions(p), None)
 
@@ -460,14 +474,32 @@ def _safe(action: Any, default: Any) -> Any:
         return default
 
 
-def op_mix(path: Path) -> OpMix:
+def op_mix(artifact: Artifact) -> OpMix:
+    """The fp32 model's multiply-accumulates per family, with its inputs fixed to one golden sample
+    (a dynamic axis, such as a stream's frame count, would leave the layers' sizes unknown)."""
     import openvino as ov
 
-    model = ov.Core().read_model(str(path))
-    layers = [layer for op in model.get_ordered_ops() if (layer := _layer_macs(op)) is not None]
-    loops = [op.get_type_name() for op in model.get_ordered_ops() if op.get_type_name() in LOOP_OPS]
-    recurrent = [op.get_type_name() for op in model.get_ordered_ops() if op.get_type_name() in RECURRENT_OPS]
-    return classify_layers(layers, recurrent + loops)
+    model = ov.Core().read_model(str(_model_path(artifact)))
+    _safe(lambda: model.reshape(_one_sample_shapes(artifact.directory)), None)
+    ops = model.get_ordered_ops()
+    layers = [layer for op in ops if (layer := _layer_macs(op)) is not None]
+    recurrent = [op.get_type_name() for op in ops if op.get_type_name() in (*RECURRENT_OPS, *LOOP_OPS)]
+    return classify_layers(layers, recurrent)
+
+
+def _one_sample_shapes(directory: Path) -> dict[str, list[int]]:
+    from edge_agent.ota.health import load_golden
+    from models.bundle import MANIFEST_NAME
+    from models.bundle.verify import parse_manifest
+
+    manifest = parse_manifest((directory / MANIFEST_NAME).read_bytes())
+    golden = load_golden(directory, manifest)
+    if golden is None:
+        return {}
+    return {
+        spec.name: list(one_sample(golden.inputs[spec.name], spec.shape, spec.batch_axis).shape)
+        for spec in manifest.inputs
+    }
 
 
 def _dims(shape: Any) -> list[int] | None:
@@ -519,14 +551,40 @@ def float_weights(path: Path) -> FloatWeights:
     return FloatWeights(floats, total, largest, consumer)
 
 
+def tflite_float_weights(path: Path) -> FloatWeights:
+    """``float_weights`` for TFLite, which OpenVINO does not read once quantized: a constant is a
+    tensor that ops read and none writes, other than the model's inputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(str(path), num_threads=1)
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+    written = {int(i) for op in ops for i in op["outputs"]} | {
+        d["index"] for d in interpreter.get_input_details()
+    }
+    readers = {int(i): op["op_name"] for op in reversed(ops) for i in op["inputs"] if i >= 0}
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    total = floats = largest = 0
+    consumer = ""
+    for index in set(readers) - written:
+        detail = tensors[index]
+        size = int(np.prod(detail["shape"])) * np.dtype(detail["dtype"]).itemsize
+        total += size
+        if np.issubdtype(detail["dtype"], np.floating):
+            floats += size
+            if size > largest:
+                largest, consumer = size, readers[index]
+    return FloatWeights(floats, total, largest, consumer)
+
+
 def _consumer(op: Any) -> str:
-    """The op a constant feeds, looking through weight decompression (Convert)."""
-    for _ in range(3):
+    """The op a constant feeds, looking through decompression and reshaping (an LSTM's weights
+    reach it through Split and Reshape)."""
+    for _ in range(8):
         targets = list(op.output(0).get_target_inputs())
         if not targets:
             return "?"
         op = targets[0].get_node()
-        if op.get_type_name() != "Convert":
+        if op.get_type_name() not in PLUMBING_OPS:
             break
     return str(op.get_type_name())
 

@@ -166,3 +166,16 @@ def test_models_can_be_narrowed_by_name() -> None:
     assert bench_corpus.selected_models(models, "ddddocr, fer") == ["fer", "ddddocr"]
     with pytest.raises(ValueError, match="nope"):
         bench_corpus.selected_models(models, "nope")
+
+
+def test_a_reason_shared_by_fp32_and_int8_is_said_once() -> None:
+    assert bench_corpus.unbuilt_reason("no LSTM", "no LSTM") == "fp32 and int8: no LSTM"
+    assert bench_corpus.unbuilt_reason("", "cannot load") == "int8: cannot load"
+    assert bench_corpus.unbuilt_reason("", "") == ""
+
+
+def test_a_tiny_openvino_model_is_explained_though_its_size_has_no_target() -> None:
+    pair = _pair("pnet", "openvino", 2.0, fp32_size=40_000, int8_size=37_000)
+    assert bench_corpus.misses(pair) == [
+        "a 0.04 MB model: the graph and quantization parameters weigh like its weights"
+    ]
