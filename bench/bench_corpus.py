@@ -210,7 +210,10 @@ def misses(pair: Pair) -> list[str]:
         why.append(f"fixed per-call cost: an int8 call is {speed.int8_ms:.2f} ms")
     weights = pair.float_weights
     if weights is not None and weights.share >= FLOAT_WEIGHTS_NOTE_SHARE:
-        largest = f"; largest {weights.largest_bytes / 1e6:.2f} MB into {weights.largest_consumer}"
+        into = weights.largest_consumer + (
+            " (an embedding table)" if weights.largest_consumer == "Gather" else ""
+        )
+        largest = f"; largest {weights.largest_bytes / 1e6:.2f} MB into {into}"
         why.append(f"float weights left: {weights.share:.0%} of the int8 file's constants{largest}")
     shrink = pair.shrink
     if pair.fp32 and shrink and shrink < SHRINK_REFERENCE and pair.fp32.size < TINY_MODEL_BYTES:
@@ -278,6 +281,7 @@ def summary_rows(pairs: Sequence[Pair]) -> list[list[Any]]:
                 _ratio(median_or_none(shrinks)),
                 _ratio(min(shrinks) if shrinks else None)
                 + _suffix(verdict(min(shrinks), shrink_target) if shrinks and shrink_target else ""),
+                f"{sum(1 for p in built if p.int8 and p.int8.passed)} of {len(built)}",
             ]
         )
     return rows
@@ -713,6 +717,7 @@ SUMMARY_COLUMNS = [
     "median speed-up, CNNs",
     "median shrink",
     "smallest shrink",
+    "plain int8 passed its metric",
 ]
 
 

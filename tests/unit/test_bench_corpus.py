@@ -90,10 +90,12 @@ def test_the_summary_gives_medians_over_the_corpus_and_over_its_cnns() -> None:
     assert onnx[4] == "1.80x (target 1.5x met)"
     assert onnx[5] == "4.00x"
     assert onnx[6] == "2.00x (target 3.3x missed)"
+    assert onnx[7] == "4 of 4"
     assert rows["OpenVINO"][4] == "1.70x (target 1.8x missed)"
     # OpenVINO's size has no target (its IR carries an XML graph beside the weights).
     assert rows["OpenVINO"][6] == "4.00x"
     assert rows["LiteRT (XNNPACK)"][1:3] == ["0 (-)", "-"]
+    assert rows["LiteRT (XNNPACK)"][7] == "0 of 0"
 
 
 def test_the_paired_ratio_is_what_the_rows_and_the_summary_report() -> None:
@@ -126,11 +128,16 @@ def test_a_fast_enough_pair_has_nothing_to_explain() -> None:
 def test_misses_name_recurrent_layers_matmul_and_float_weights() -> None:
     lstm = _pair("voice", "onnx", 1.0, mix=LSTM, int8_size=3_000_000)
     lstm.float_weights = FloatWeights(2_000_000, 3_000_000, 1_500_000, "LSTMSequence")
+    bert_weights = FloatWeights(12_000_000, 24_000_000, 11_700_000, "Gather")
     why = bench_corpus.misses(lstm)
     assert why[0] == "recurrent layers (LSTMSequence: 90% of MACs)"
     assert "float weights left: 67% of the int8 file's constants; largest 1.50 MB into LSTMSequence" in why
-    bert = bench_corpus.misses(_pair("bert", "openvino", 1.3, mix=TRANSFORMER))
-    assert bert == ["MatMul/fully-connected 100% of MACs"]
+    bert = _pair("bert", "openvino", 1.3, mix=TRANSFORMER)
+    assert bench_corpus.misses(bert) == ["MatMul/fully-connected 100% of MACs"]
+    bert.float_weights = bert_weights
+    assert bench_corpus.misses(bert)[1] == (
+        "float weights left: 50% of the int8 file's constants; largest 11.70 MB into Gather (an embedding table)"
+    )
 
 
 def test_misses_name_xnnpack_pieces_tiny_models_and_the_converters_float_notes() -> None:
