@@ -57,6 +57,7 @@ CNN_CONV_SHARE = 0.5  # a CNN: convolutions make at least this share of the mult
 DEPTHWISE_NOTE_SHARE = 0.1
 FLOAT_WEIGHTS_NOTE_SHARE = 0.2
 TINY_MODEL_BYTES = 500_000
+GRAPH_NOTE_SHARE = 0.7  # constants below this share of an int8 file: the graph is what keeps it big
 OVERHEAD_NOTE_MS = 1.0  # an int8 call shorter than this is mostly the runtime's fixed per-call cost
 # Timing: each block aims at BLOCK_S, each pair at PAIR_BUDGET_S, within these bounds.
 WARMUP = 5
@@ -190,38 +191,55 @@ def misses(pair: Pair) -> list[str]:
     """Why int8 falls short of fp32 here, from what the figures and the model show (most telling first)."""
     if pair.reason:
         return [pair.reason]
-    why: list[str] = []
+    notes = [note for note in pair.int8.notes if "float" in note.lower()][:1] if pair.int8 else []
+    return _speed_misses(pair) + _size_misses(pair) + notes
+
+
+def _speed_misses(pair: Pair) -> list[str]:
+    """What slows int8 down, when it is slower than the runtime's target (or 1.2x without one)."""
     speed, mix = pair.speed, pair.mix
-    slow = speed is not None and speed.speedup < (TARGET_CNN_SPEEDUP.get(pair.format) or 1.2)
-    if slow and mix.recurrent_ops:
+    if speed is None or speed.speedup >= (TARGET_CNN_SPEEDUP.get(pair.format) or 1.2):
+        return []
+    why = []
+    if mix.recurrent_ops:
         why.append(f"recurrent layers ({', '.join(mix.recurrent_ops)}: {mix.share('recurrent'):.0%} of MACs)")
-    if slow and mix.share("depthwise") >= DEPTHWISE_NOTE_SHARE:
+    if mix.share("depthwise") >= DEPTHWISE_NOTE_SHARE:
         why.append(
             f"depthwise convolutions {mix.share('depthwise'):.0%} of MACs (memory-bound, little int8 gain)"
         )
-    if slow and mix.share("matmul") >= 0.5:
+    if mix.share("matmul") >= 0.5:
         why.append(f"MatMul/fully-connected {mix.share('matmul'):.0%} of MACs")
-    if slow and pair.partitions is not None and pair.partitions[1] > pair.partitions[0]:
+    if pair.partitions is not None and pair.partitions[1] > pair.partitions[0]:
         why.append(
             f"XNNPACK takes the int8 model in {pair.partitions[1]} pieces (fp32: {pair.partitions[0]}): "
             "the ops between them run on TFLite's reference kernels"
         )
-    if slow and speed is not None and speed.int8_ms < OVERHEAD_NOTE_MS:
+    if speed.int8_ms < OVERHEAD_NOTE_MS:
         why.append(f"fixed per-call cost: an int8 call is {speed.int8_ms:.2f} ms")
+    return why
+
+
+def _size_misses(pair: Pair) -> list[str]:
+    """What keeps the int8 file big: float weights left, or a graph that outweighs the weights."""
+    why = []
     weights = pair.float_weights
     if weights is not None and weights.share >= FLOAT_WEIGHTS_NOTE_SHARE:
-        into = weights.largest_consumer + (
-            " (an embedding table)" if weights.largest_consumer == "Gather" else ""
-        )
+        consumer = weights.largest_consumer
+        into = consumer + (" (an embedding table)" if consumer == "Gather" else "")
         largest = f"; largest {weights.largest_bytes / 1e6:.2f} MB into {into}"
         why.append(f"float weights left: {weights.share:.0%} of the int8 file's constants{largest}")
     shrink = pair.shrink
-    if pair.fp32 and shrink and shrink < SHRINK_REFERENCE and pair.fp32.size < TINY_MODEL_BYTES:
+    if pair.fp32 is None or pair.int8 is None or shrink is None or shrink >= SHRINK_REFERENCE:
+        return why
+    if weights is not None and weights.total_bytes < GRAPH_NOTE_SHARE * pair.int8.size:
+        why.append(
+            f"the ops read {_mb(weights.total_bytes)} of constants in the {_mb(pair.int8.size)} int8 file: "
+            "the rest is the graph and its quantization parameters"
+        )
+    elif weights is None and pair.fp32.size < TINY_MODEL_BYTES:
         why.append(
             f"a {_mb(pair.fp32.size)} model: the graph and quantization parameters weigh like its weights"
         )
-    if pair.int8 is not None:
-        why += [note for note in pair.int8.notes if "float" in note.lower()][:1]
     return why
 
 

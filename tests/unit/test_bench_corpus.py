@@ -181,8 +181,16 @@ def test_a_reason_shared_by_fp32_and_int8_is_said_once() -> None:
     assert bench_corpus.unbuilt_reason("", "") == ""
 
 
-def test_a_tiny_openvino_model_is_explained_though_its_size_has_no_target() -> None:
+def test_a_small_shrink_is_put_down_to_the_graph_when_the_weights_are_a_small_part_of_the_file() -> None:
+    # OpenVINO's size has no target, but a shrink below 3.3x is explained all the same.
     pair = _pair("pnet", "openvino", 2.0, fp32_size=40_000, int8_size=37_000)
     assert bench_corpus.misses(pair) == [
         "a 0.04 MB model: the graph and quantization parameters weigh like its weights"
     ]
+    pair.float_weights = FloatWeights(700, 7_000)
+    assert bench_corpus.misses(pair) == [
+        "the ops read 0.01 MB of constants in the 0.04 MB int8 file: "
+        "the rest is the graph and its quantization parameters"
+    ]
+    pair.float_weights = FloatWeights(700, 30_000)  # mostly weights: nothing to say about the graph
+    assert bench_corpus.misses(pair) == []
