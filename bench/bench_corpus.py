@@ -67,6 +67,18 @@ MAX_CALLS, MIN_ROUNDS, MAX_ROUNDS = 20, 5, 30
 
 RECURRENT_OPS = {"LSTMSequence": 4, "GRUSequence": 3, "RNNSequence": 1, "LSTMCell": 4, "GRUCell": 3}
 LOOP_OPS = ("TensorIterator", "Loop")
+# ONNX Runtime's int8 kernels after its fusions, and the ops that only move or reshape data.
+INT8_KERNEL_PREFIXES = (
+    "QLinear",
+    "Nhwc",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantize",
+    "QGemm",
+    "QAttention",
+)
+SHAPE_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Shape", "Identity"})
+QDQ = "Q/DQ"
 # Ops that carry a constant to the op that computes with it.
 PLUMBING_OPS = frozenset(
     {"Convert", "Split", "VariadicSplit", "Reshape", "Transpose", "Concat", "Squeeze", "Unsqueeze"}
@@ -153,6 +165,7 @@ class Pair:
     float_weights: FloatWeights | None = None
     speed: Speed | None = None
     partitions: tuple[int, int] | None = None  # TFLite: XNNPACK partitions of fp32 and of int8
+    float_ops: dict[str, int] | None = None  # ONNX: float ops left in ORT's optimised int8 graph, and "Q/DQ"
 
     @property
     def shrink(self) -> float | None:
@@ -213,6 +226,12 @@ def _speed_misses(pair: Pair) -> list[str]:
         why.append(
             f"XNNPACK takes the int8 model in {pair.partitions[1]} pieces (fp32: {pair.partitions[0]}): "
             "the ops between them run on TFLite's reference kernels"
+        )
+    if pair.float_ops:
+        qdq = pair.float_ops.get(QDQ, 0)
+        ops = ", ".join(f"{op} x{n}" for op, n in pair.float_ops.items() if op != QDQ)
+        why.append(
+            f"after ONNX Runtime's fusions, {ops} run in float between {qdq} QuantizeLinear/DequantizeLinear"
         )
     if speed.int8_ms < OVERHEAD_NOTE_MS:
         why.append(f"fixed per-call cost: an int8 call is {speed.int8_ms:.2f} ms")
@@ -471,6 +490,8 @@ def _analyse(pairs: list[Pair]) -> None:
         if pair.int8 is not None:
             read = tflite_float_weights if pair.format == "tflite" else float_weights
             pair.float_weights = _safe(lambda a=pair.int8, r=read: r(_model_path(a)), None)
+        if pair.format == "onnx" and pair.int8 is not None:
+            pair.float_ops = _safe(lambda a=pair.int8: ort_float_ops(_model_path(a)), None)
         if pair.format == "tflite" and pair.fp32 is not None and pair.int8 is not None:
             pair.partitions = _safe(lambda p=pair: _partitions(p), None)
 
@@ -478,6 +499,29 @@ def _analyse(pairs: list[Pair]) -> None:
 def _partitions(pair: Pair) -> tuple[int, int]:
     assert pair.fp32 is not None and pair.int8 is not None
     return delegate_partitions(_model_path(pair.fp32)), delegate_partitions(_model_path(pair.int8))
+
+
+def ort_float_ops(path: Path) -> dict[str, int]:
+    """The ops ONNX Runtime's optimised int8 graph still runs in float (not a QLinear or NHWC int8
+    kernel, not reshaping), most frequent first, and its QuantizeLinear/DequantizeLinear count."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="bench-ort-") as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        options.log_severity_level = 3  # the saved graph is host-specific (NCHWc): we only count it
+        options.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        op = QDQ if node.op_type in ("QuantizeLinear", "DequantizeLinear") else node.op_type
+        if op == QDQ or not (op.startswith(INT8_KERNEL_PREFIXES) or op in SHAPE_OPS):
+            counts[op] = counts.get(op, 0) + 1
+    if set(counts) <= {QDQ}:
+        return {}
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
 def delegate_partitions(path: Path) -> int:
@@ -782,5 +826,6 @@ def _pair_json(pair: Pair) -> dict[str, Any]:
         "speed": None if pair.speed is None else vars(pair.speed),
         "float_weights": None if pair.float_weights is None else vars(pair.float_weights),
         "xnnpack_partitions": pair.partitions,
+        "ort_float_ops": pair.float_ops,
         "why": misses(pair),
     }

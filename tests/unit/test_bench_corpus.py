@@ -194,3 +194,11 @@ def test_a_small_shrink_is_put_down_to_the_graph_when_the_weights_are_a_small_pa
     ]
     pair.float_weights = FloatWeights(700, 30_000)  # mostly weights: nothing to say about the graph
     assert bench_corpus.misses(pair) == []
+
+
+def test_misses_name_the_float_ops_onnx_runtime_keeps_between_quantize_and_dequantize() -> None:
+    pair = _pair("pnet", "onnx", 0.7)
+    pair.float_ops = {"Q/DQ": 15, "Neg": 3, "Slice": 1}
+    assert bench_corpus.misses(pair) == [
+        "after ONNX Runtime's fusions, Neg x3, Slice x1 run in float between 15 QuantizeLinear/DequantizeLinear"
+    ]
