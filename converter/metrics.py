@@ -479,6 +479,27 @@ def is_classifier(output: np.ndarray) -> bool:
     return output.ndim == 2 and output.shape[1] > 1
 
 
+CLASS_METRICS = frozenset({"top1", "topk"})
+
+
+def classifier_outputs(outputs: Mapping[str, np.ndarray], metrics: ValidationMetrics | None) -> set[str]:
+    """The outputs that hold class scores, for the drift reference's class histograms.
+
+    Validation's metric decides where it is known: an output judged by top-1 or top-k is a
+    classifier, one judged by another built-in metric is not (an ``[N, 384]`` embedding judged by
+    cosine must not be read as 384 classes); a user's hook, or no per-output metric, leaves it to
+    the shape (``[N, C]``).
+    """
+    judged = {score.output: _spec_of(score) for score in (metrics.outputs if metrics else [])}
+    return {name for name, values in outputs.items() if _holds_classes(judged.get(name), values)}
+
+
+def _holds_classes(spec: MetricSpec | None, values: np.ndarray) -> bool:
+    if spec is not None and not spec.is_hook:
+        return spec.name in CLASS_METRICS
+    return is_classifier(np.asarray(values))
+
+
 def compute_metrics(
     reference: Mapping[str, np.ndarray],
     candidate: Mapping[str, np.ndarray],

@@ -22,7 +22,7 @@ from converter.artifacts import Artifact
 from converter.context import AttemptState, ConversionContext, TargetState
 from converter.data import Dataset, samples_first, take_samples
 from converter.errors import ConversionError
-from converter.metrics import is_classifier
+from converter.metrics import classifier_outputs, is_classifier
 from converter.passes import Pass, _Config, open_artifact, run_batches
 from converter.report import BundleRecord
 from hw_profiles.schema import HardwareProfile, Precision
@@ -78,7 +78,7 @@ class PackagePass(Pass[PackageConfig]):
             inputs, outputs = self._signature(ctx, artifact, target.profile)
             golden = self._write_golden(ctx, state, extras_dir / GOLDEN_NAME)
             self._write_reference_stats(
-                ctx, artifact, target.profile, inputs, outputs, extras_dir / REFERENCE_STATS_NAME
+                ctx, state, target.profile, inputs, outputs, extras_dir / REFERENCE_STATS_NAME
             )
             sources: dict[str, Path] = dict(artifact.paths())
             sources[GOLDEN_NAME] = extras_dir / GOLDEN_NAME
@@ -129,7 +129,7 @@ class PackagePass(Pass[PackageConfig]):
     def _write_reference_stats(
         self,
         ctx: ConversionContext,
-        artifact: Artifact,
+        state: AttemptState,
         profile: HardwareProfile,
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
@@ -142,13 +142,16 @@ class PackagePass(Pass[PackageConfig]):
         # the training split, where the model is over-confident, so its output histograms would
         # read as drift against any real traffic.
         _, evaluation, _ = ctx.require_data()
+        artifact = state.artifact
+        assert artifact is not None
         sample = evaluation.take(REFERENCE_STATS_SAMPLES)
         with open_artifact(artifact, profile, ctx.require_source()) as session:
-            produced = run_batches(session, sample, 64)
+            produced = samples_first(run_batches(session, sample, 64), outputs)
         try:
             stats = build_reference_stats(
                 {name: sample.samples_first(name) for name in sample.inputs},
-                samples_first(produced, outputs),
+                produced,
+                classifier_outputs=classifier_outputs(produced, state.metrics),
                 batch_axes={s.name: s.batch_axis for s in [*inputs, *outputs] if s.batch_axis != 0},
                 n_bins=self.config.n_bins,
                 seed=0,

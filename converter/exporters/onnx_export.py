@@ -177,6 +177,7 @@ def _export_torch(source: SourceModel, path: Path, batch: int | None, opset: int
                     optimize=True,
                     verbose=False,
                 )
+                _single_definitions(path)
                 return
             except Exception as exc:  # the dynamo exporter is strict; the TorchScript one may still work
                 failures.append(exc)
@@ -205,6 +206,57 @@ def _export_torch(source: SourceModel, path: Path, batch: int | None, opset: int
                 format=ModelFormat.ONNX.value,
                 hint=(f"{op} has no ONNX translation: " if op else "") + _HINT_UNSUPPORTED,
             ) from exc
+
+
+def _single_definitions(path: Path) -> None:
+    """Give every value one producer again, in place.
+
+    torch.onnx's dynamo exporter names the graph outputs after ``output_names`` without checking
+    for an internal value of that name: MiniLM's output called ``embedding`` collides with the
+    output of ``aten.embedding`` (the word-embedding Gather), and ONNX Runtime refuses the file
+    ("Duplicate definition of name"), OpenVINO's NNCF fails on it. Every definition but the last
+    of a repeated name gets a fresh name, and the nodes between it and the next definition read it
+    under that name (nodes are in topological order).
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=True)
+    if rename_redefinitions(model.graph):
+        save_onnx(model, path)
+
+
+def rename_redefinitions(graph: Any) -> list[str]:
+    """Rename the earlier definitions of each value that several nodes produce; the renamed names."""
+    last: dict[str, int] = {}
+    produced: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            if name:
+                last[name], produced[name] = index, produced.get(name, 0) + 1
+    repeated = {name for name, count in produced.items() if count > 1}
+    if not repeated:
+        return []
+    taken = {*produced, *(v.name for v in graph.input), *(t.name for t in graph.initializer)}
+    alias: dict[str, str] = {}
+    renamed: list[str] = []
+    for index, node in enumerate(graph.node):
+        for k, name in enumerate(node.input):
+            node.input[k] = alias.get(name, name)
+        for k, name in enumerate(node.output):
+            if name not in repeated:
+                continue
+            if last[name] == index:
+                alias.pop(name, None)
+                continue
+            fresh = _free_name(f"{name}_defined_{index}", taken)
+            taken.add(fresh)
+            node.output[k], alias[name] = fresh, fresh
+            renamed.append(fresh)
+    # Shapes recorded under a repeated name may be either definition's: let inference redo them.
+    kept = [v for v in graph.value_info if v.name not in repeated]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+    return renamed
 
 
 def _normalise_onnx(source: SourceModel, path: Path, batch: int | None) -> None:

@@ -180,6 +180,9 @@ def _quantize(
         if constraints.symmetric_activations
         else nncf.QuantizationPreset.MIXED
     )
+    # NNCF's generic patterns fail on a transformer (MiniLM: KeyError in its quantizer propagation
+    # on the word-embedding Gather); its transformer patterns are the documented route for them.
+    model_type = nncf.ModelType.TRANSFORMER if is_transformer(model) else None
     if method is CalibrationMethod.ACCURACY_CONTROL:
         if accuracy_control is None:
             raise ConversionError(
@@ -200,6 +203,7 @@ def _quantize(
             validation_fn=_validation_fn(scorer),
             max_drop=max_drop,
             preset=preset,
+            model_type=model_type,
             subset_size=calibration.size,
         )
     estimators = {
@@ -217,11 +221,30 @@ def _quantize(
         model,
         dataset,
         preset=preset,
+        model_type=model_type,
         subset_size=calibration.size,
         advanced_parameters=AdvancedQuantizationParameters(
             activations_range_estimator_params=estimators[method]
         ),
     )
+
+
+def is_transformer(model: Any) -> bool:
+    """Attention in the graph: a Softmax, and a MatMul of two activations (Q·Kᵀ), not of weights."""
+    ops = model.get_ordered_ops()
+    if not any(op.get_type_name() == "Softmax" for op in ops):
+        return False
+    return any(
+        op.get_type_name() == "MatMul" and not any(_is_weight(op.input_value(i).get_node()) for i in range(2))
+        for op in ops
+    )
+
+
+def _is_weight(node: Any) -> bool:
+    """A constant, or a constant behind its decompression Convert (fp16-compressed weights)."""
+    if node.get_type_name() == "Convert":
+        node = node.input_value(0).get_node()
+    return bool(node.get_type_name() == "Constant")
 
 
 def _validation_fn(scorer: Scorer) -> Callable[[Any, Any], tuple[float, list[float]]]:

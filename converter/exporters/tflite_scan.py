@@ -5,7 +5,9 @@ with a DEQUANTIZE in front and a QUANTIZE behind (``LEAKY_RELU``, standalone ``R
 ``MINIMUM``...). Such a model runs on a CPU, but the Edge TPU compiler stops mapping at the first
 float operator and a full-integer profile must refuse it. So every static int8 TFLite artifact is
 scanned: any float32 tensor an operator reads or writes, and any QUANTIZE or DEQUANTIZE operator,
-means the model is not full-integer. The one exception is float I/O when it was asked for: a
+means the model is not full-integer. A QUANTIZE from integer to integer is not a conversion but a
+requantization (to a new scale, as in front of a CONCATENATION of differently scaled inputs): the
+Edge TPU compiler maps it, so it stays. The one exception is float I/O when it was asked for: a
 QUANTIZE that reads a graph input, and a DEQUANTIZE that writes a graph output, are the float
 edges of an otherwise integer model.
 
@@ -72,15 +74,21 @@ def find_float_ops(graph: GraphView, *, float_io: bool) -> IntegerScan:
     conversions: list[str] = []
     edges = 0
     for op in graph.ops:
+        if op.name == "QUANTIZE" and not _touches_float(op):
+            continue  # int8 → int8 with a new scale (before a CONCATENATION): the Edge TPU maps it
         if op.name in CONVERSION_OPS:
             if float_io and _is_io_edge(op, graph):
                 edges += 1
             else:
                 conversions.append(op.name)
             continue
-        if any(kind in FLOAT_TYPES for _, kind in (*op.inputs, *op.outputs)):
+        if _touches_float(op):
             float_ops.append(op.name)
     return IntegerScan(float_ops=tuple(float_ops), conversions=tuple(conversions), edges=edges)
+
+
+def _touches_float(op: OpView) -> bool:
+    return any(kind in FLOAT_TYPES for _, kind in (*op.inputs, *op.outputs))
 
 
 def _is_io_edge(op: OpView, graph: GraphView) -> bool:

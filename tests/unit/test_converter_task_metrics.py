@@ -13,6 +13,7 @@ from converter.metrics import (
     MetricError,
     MetricSpec,
     choose_metrics,
+    classifier_outputs,
     compute_metrics,
     cosine,
     default_metric,
@@ -389,3 +390,20 @@ def test_nncf_validation_function_scores_the_items_it_is_given() -> None:
     # A subset NNCF picks is scored against the same rows of the reference.
     subset, _ = _validation_fn(scorer)(Compiled(), [items[1], items[4]])
     assert subset == pytest.approx(1.0)
+
+
+def test_class_histograms_follow_the_metric_that_judged_each_output() -> None:
+    """An ``[N, C]`` output judged by cosine (an embedding) is not a classifier for the drift
+    reference; one judged by top-1/top-k is, and a hook or no task metric leaves it to the shape."""
+    rng = np.random.default_rng(0)
+    outputs = {
+        "scores": rng.random((6, 5)),
+        "embedding": rng.random((6, 384)),
+        "map": rng.random((6, 1, 4, 4)),
+    }
+    specs = {"scores": MetricSpec(name="topk", param=3), "embedding": MetricSpec(name="cosine")}
+    metrics = compute_metrics(outputs, outputs, metrics={**specs, "map": MetricSpec(name="iou")})
+    assert classifier_outputs(outputs, metrics) == {"scores"}
+    hooked = compute_metrics(outputs, outputs, metrics={**specs, "embedding": MetricSpec(name=HOOK)})
+    assert classifier_outputs(outputs, hooked) == {"scores", "embedding"}
+    assert classifier_outputs(outputs, None) == {"scores", "embedding"}

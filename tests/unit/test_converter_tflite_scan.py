@@ -72,6 +72,22 @@ def test_an_op_left_in_float_is_named_with_its_conversions(float_io: bool) -> No
     assert scan.describe() == "LEAKY_RELU in float; DEQUANTIZE, QUANTIZE inside the graph"
 
 
+@pytest.mark.parametrize("float_io", [True, False])
+def test_an_integer_requantization_is_full_integer(float_io: bool) -> None:
+    """QUANTIZE int8 → int8 (a new scale before a CONCATENATION, as in YOLOX): no float involved."""
+    graph = GraphView(
+        ops=(
+            op("CONV_2D", [(0, I8), (1, I8)], [(2, I8)]),
+            op("QUANTIZE", [(2, I8)], [(3, I8)]),
+            op("CONCATENATION", [(3, I8), (0, I8)], [(4, I8)]),
+        ),
+        inputs=frozenset({0}),
+        outputs=frozenset({4}),
+    )
+    scan = find_float_ops(graph, float_io=float_io)
+    assert scan.full_integer and scan == IntegerScan()
+
+
 def test_repeated_ops_are_counted() -> None:
     graph = GraphView(
         ops=(
