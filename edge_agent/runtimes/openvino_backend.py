@@ -119,7 +119,9 @@ class OpenVINOSession(BaseSession):
                 if not key.isupper()
             ]
             compiled, device = self._compile(core, model_path, candidates, threads, extra, notes)
-        wanted_in, wanted_out = ({s.name for s in specs} for specs in signature or ((), ()))
+        # The manifest's names pick among a port's names (see port_name).
+        wanted_in = {s.name for s in signature[0]} if signature else set()
+        wanted_out = {s.name for s in signature[1]} if signature else set()
         model_inputs = [_spec(port, f"input_{i}", name, wanted_in) for i, port in enumerate(compiled.inputs)]
         model_outputs = [
             _spec(port, f"output_{i}", name, wanted_out) for i, port in enumerate(compiled.outputs)
