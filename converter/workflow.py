@@ -4,6 +4,8 @@ For each profile the attempts of its plan run in order (export → quantize → 
 passes; that one is benchmarked and packaged. A failed build or a missed tolerance is recorded
 and the next attempt runs. When an export fails outright (an operator the format cannot lower)
 and the profile allows other formats, the profile is re-planned with the next format. When
+every static int8 attempt of a format misses (or fails to build), the int8 of the profile's other
+formats is tried before any float precision: int8 is most of what a Pi or an x86 box gains. When
 nothing passes, the profile fails with a clear error, unless ``allow_degraded`` packages the
 closest attempt and marks it degraded.
 """
@@ -41,7 +43,7 @@ from converter.passes import (
     plan_summary,
     with_toolchain_notes,
 )
-from converter.planning import CalibrationMethod, plan_target
+from converter.planning import Attempt, CalibrationMethod, TargetPlan, plan_target
 from converter.progress import NullProgress, Progress
 from converter.report import AttemptRecord, ConversionReport, ProfileResult
 from converter.signature import parse_input_spec, parse_state_pairs
@@ -117,11 +119,18 @@ class Workflow:
         return _result(target, notes)
 
     def _walk_chain(self, ctx: ConversionContext, target: TargetState, notes: list[str]) -> None:
+        looked_elsewhere = False
+        plans: dict[ModelFormat, TargetPlan] = {}  # each format tried, for packaging its attempt
         while True:
             plan = target.require_plan()
+            plans[plan.format] = plan
             notes.extend(n for n in plan.notes if n not in notes)
             try:
                 for attempt in plan.attempts:
+                    if not looked_elsewhere and _int8_done(target, attempt):
+                        looked_elsewhere = True
+                        if self._int8_in_other_formats(ctx, target, notes, plans):
+                            return
                     state = AttemptState(attempt)
                     target.attempts.append(state)
                     if self._try(ctx, state) and state.passed:
@@ -131,7 +140,55 @@ class Workflow:
             except ConversionError as exc:  # the format's fp32 export failed: nothing else can work
                 if exc.step != "export" or not self._replan(ctx, target, exc, notes):
                     raise
-        self._settle_without_pass(target)
+        if (
+            not looked_elsewhere
+            and _int8_done(target, None)
+            and self._int8_in_other_formats(ctx, target, notes, plans)
+        ):
+            return
+        self._settle_without_pass(target, plans)
+
+    def _int8_in_other_formats(
+        self,
+        ctx: ConversionContext,
+        target: TargetState,
+        notes: list[str],
+        plans: dict[ModelFormat, TargetPlan],
+    ) -> bool:
+        """Every int8 attempt of the plan's format missed or failed: try the int8 of the profile's
+        other formats before any float one (on a Pi, ONNX Runtime's int8 before TFLite's fp16).
+        True when one passed; it is chosen, and its format's plan becomes the target's."""
+        plan = target.require_plan()
+        tried = {state.attempt.format for state in target.attempts}
+        for fmt in [f for f in self.formats or target.profile.formats if f not in tried]:
+            try:
+                other = with_toolchain_notes(
+                    target.profile,
+                    plan_target(
+                        target.profile,
+                        ctx.require_source().facts(),
+                        formats=[fmt],
+                        precisions=[Precision.INT8],
+                        calibrations=self.calibrations,
+                        mixed_precision=self.mixed_precision,
+                    ),
+                )
+            except ConversionError:
+                continue
+            target.plan = plans[fmt] = other
+            try:
+                # The plan adds its float fallbacks even to int8 alone; those come after this format's.
+                for attempt in [a for a in other.attempts if a.precision is Precision.INT8]:
+                    state = AttemptState(attempt)
+                    target.attempts.append(state)
+                    if self._try(ctx, state) and state.passed:
+                        target.chosen = state
+                        notes.append(f"{plan.format.value} int8 missed; {fmt.value} int8 passed")
+                        return True
+            except ConversionError as exc:
+                notes.append(f"{fmt.value} int8 not built: its export failed ({exc.message})")
+            target.plan = plan
+        return False
 
     def _try(self, ctx: ConversionContext, state: AttemptState) -> bool:
         try:
@@ -185,7 +242,7 @@ class Workflow:
         ctx.progress.log(f"fallback {target.profile.name}: {notes[-1]}", level="warn")
         return True
 
-    def _settle_without_pass(self, target: TargetState) -> None:
+    def _settle_without_pass(self, target: TargetState, plans: dict[ModelFormat, TargetPlan]) -> None:
         validated = [s for s in target.attempts if s.metrics is not None and s.outputs is not None]
         summary = "; ".join(
             f"{s.attempt.label}: "
@@ -195,6 +252,8 @@ class Workflow:
         if self.allow_degraded and validated:
             target.chosen = max(validated, key=_closeness)
             target.degraded = True
+            # Packaging follows the plan: the one of the chosen attempt's format.
+            target.plan = plans.get(target.chosen.attempt.format, target.plan)
             return
         raise ConversionError(
             f"no attempt met the tolerance of {target.profile.name} ({summary})",
@@ -211,6 +270,12 @@ def _closeness(state: AttemptState) -> tuple[float, float]:
     assert metrics is not None
     agreement = metrics.top1_agreement if metrics.top1_agreement is not None else 1.0
     return agreement, metrics.cosine
+
+
+def _int8_done(target: TargetState, upcoming: Attempt | None) -> bool:
+    """Static int8 has been tried, none passed, and what comes next (if anything) is not static int8."""
+    tried_int8 = any(state.attempt.precision is Precision.INT8 for state in target.attempts)
+    return tried_int8 and (upcoming is None or upcoming.precision is not Precision.INT8)
 
 
 def _result(target: TargetState, notes: list[str], error: ConversionError | None = None) -> ProfileResult:

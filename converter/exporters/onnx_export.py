@@ -1,4 +1,4 @@
-"""ONNX: export from PyTorch (or normalise an ONNX source), then fp16, static int8 QDQ, dynamic int8.
+"""ONNX: export from PyTorch, Keras or a SavedModel (or normalise an ONNX source), then fp16, static int8 QDQ, dynamic int8.
 
 The fp32 export is the base every ONNX and OpenVINO artifact starts from. Static int8 follows
 ONNX Runtime's recipe: ``quant_pre_process`` (shape inference and graph clean-up), then
@@ -19,7 +19,7 @@ from converter.artifacts import Artifact
 from converter.data import Dataset
 from converter.errors import ConversionError, describe_failure, unsupported_operator
 from converter.mixed_precision import MixedCheck
-from converter.planning import Attempt, CalibrationMethod
+from converter.planning import TENSORFLOW_SOURCES, Attempt, CalibrationMethod
 from converter.quiet import quiet
 from converter.signature import concrete_shape
 from converter.sources import SourceModel
@@ -43,6 +43,10 @@ def export_onnx(
     path = directory / MODEL_FILE
     if source.onnx_path is not None:
         _normalise_onnx(source.onnx_path, path, batch)
+    elif source.kind in TENSORFLOW_SOURCES:
+        from converter.exporters.tensorflow_onnx import export_tensorflow_onnx
+
+        export_tensorflow_onnx(source, path, batch=batch, opset=opset)
     else:
         _export_torch(source, path, batch, opset)
         _strip_exporter_metadata(path)

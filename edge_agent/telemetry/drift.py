@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_agent.telemetry.observer import OK
-from models.stats import DriftWindow, ReferenceStats, count_window
+from models.stats import DriftWindow, ReferenceStats, count_window, request_samples
 
 log = logging.getLogger("edgefleet.agent.telemetry")
 
@@ -97,10 +97,7 @@ class DriftAccumulator:
         """Count one batch; a batch that crosses the window size is split at the boundary."""
         if not self.batch_first:
             # Samples on other axes (or none): count the request whole, by the reference's axes.
-            given = {**inputs, **outputs}
-            rows = max(
-                (t.samples(given[t.name]) for t in self.reference.tensors if t.name in given), default=0
-            )
+            rows = request_samples(self.reference, {**inputs, **outputs})
             if rows == 0:
                 return []
             self._count(inputs, outputs, rows, now)

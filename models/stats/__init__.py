@@ -8,7 +8,13 @@
   ``compare_feature`` for all three).
 """
 
-from models.stats.binning import categorical_edges, check_edges, count_in_bins, freeze_bin_edges
+from models.stats.binning import (
+    categorical_edges,
+    check_edges,
+    count_in_bins,
+    freeze_bin_edges,
+    value_bin_edges,
+)
 from models.stats.distances import (
     PSI_EPS,
     FeatureDrift,
@@ -36,7 +42,7 @@ from models.stats.reference import (
     TensorReference,
     build_reference_stats,
 )
-from models.stats.window import DriftWindow, WindowCounts, count_window, merge
+from models.stats.window import DriftWindow, WindowCounts, count_window, merge, request_samples
 
 __all__ = [
     "MAX_COLUMNS",
@@ -67,5 +73,7 @@ __all__ = [
     "merge",
     "projection_matrix",
     "psi",
+    "request_samples",
+    "value_bin_edges",
     "wasserstein_normalised",
 ]

@@ -26,6 +26,28 @@ def freeze_bin_edges(values: np.ndarray, n_bins: int = 10) -> np.ndarray:
     return np.concatenate([[-np.inf], interior, [np.inf]])
 
 
+def value_bin_edges(values: np.ndarray, n_bins: int = 10) -> np.ndarray | None:
+    """A value histogram for integer values: one bin per distinct value, and one for every gap.
+
+    Edges sit half-way to the next integer (``v - 0.5``, ``v + 0.5``), so each value seen in the
+    reference has a bin of its own and an unseen value (a sample rate of 8000 or 48000 where the
+    reference only saw 16000) lands in a bin beside it, never in the same one: quantile edges
+    would put 16000 and 48000 together in ``[16000, inf)``. ``None`` when the finite values are
+    not all integers or take more than ``n_bins`` distinct values (quantile bins suit them better).
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    finite = flat[np.isfinite(flat)]
+    if finite.size == 0 or not np.array_equal(finite, np.round(finite)):
+        return None
+    if np.abs(finite).max() >= 2.0**52:  # beyond that, v ± 0.5 is not a float64 of its own
+        return None
+    distinct = np.unique(finite)
+    if distinct.size > n_bins:
+        return None
+    interior = np.unique(np.concatenate([distinct - 0.5, distinct + 0.5]))  # neighbours share an edge
+    return np.concatenate([[-np.inf], interior, [np.inf]])
+
+
 def categorical_edges(n_categories: int) -> np.ndarray:
     """Edges for integer categories ``0 .. n-1``: one bin per category, at the half-integers."""
     if n_categories < 1:

@@ -10,8 +10,11 @@ count into them. Features per tensor:
   (token ids) also get a coarse token histogram: per sample, the share of its ids in each band of
   ``TOKEN_BANDS`` (id 0, 1-15, 16-255, ...);
 - a tensor whose samples are not on axis 0 (a state [2, N, H]) is read along its batch axis, and
-  one without a batch axis (a scalar) counts as one sample per call (``TensorReference.batch_axis``);
+  one without a batch axis (a scalar) holds one value that every sample of the call shares
+  (``TensorReference.batch_axis``), so it is counted once per sample, as the reference counted it;
 - a vector (rank 1, or rank 2 with one column): the value;
+- the values of an integer tensor (a scalar ``sr``, a column of ids) are marked ``discrete``; the
+  reference gives them a value histogram (``binning.value_bin_edges``) when they take few values;
 - classifier outputs (rank 2, several columns): the predicted class (argmax) and the top-1
   confidence (the largest softmax probability; the softmax is skipped for outputs that already
   are probabilities).
@@ -36,10 +39,15 @@ _SMALL_CHANNELS = (1, 2, 3, 4)
 
 @dataclass(frozen=True)
 class FeatureValues:
-    """One value per sample (float64); ``categories`` is set for a class index feature."""
+    """One value per sample (float64); ``categories`` is set for a class index feature.
+
+    ``discrete``: the values are an integer tensor's own values (ids, a sample rate), which the
+    reference bins as a value histogram when they take few distinct values.
+    """
 
     values: np.ndarray
     categories: int | None = None
+    discrete: bool = False
 
 
 def guess_layout(shape: Sequence[int]) -> str:
@@ -99,12 +107,14 @@ def extract_features(
         channel_axis = 1 if layout == "NCL" else 2  # NLC unless stated otherwise
         reduce_axis = 2 if channel_axis == 1 else 1
         return _per_channel_means(name, values.mean(axis=reduce_axis, dtype=np.float64))
+    integer = values.dtype.kind in "iub"
     if values.ndim == 2 and values.shape[1] > 1:
         if kind == "input" and values.dtype.kind in "iu":
-            return {**_columns(name, values), **_token_buckets(name, values)}
-        return _columns(name, values)
+            return {**_columns(name, values, integer), **_token_buckets(name, values)}
+        return _columns(name, values, integer)
     if values.ndim <= 2:
-        return {f"{name}/value": FeatureValues(values.reshape(values.shape[0]).astype(np.float64))}
+        value = values.reshape(values.shape[0]).astype(np.float64)
+        return {f"{name}/value": FeatureValues(value, discrete=integer)}
     flat = values.reshape(values.shape[0], -1)
     return {f"{name}/mean": FeatureValues(flat.mean(axis=1, dtype=np.float64))}
 
@@ -157,9 +167,9 @@ def _per_channel_means(name: str, means: np.ndarray) -> dict[str, FeatureValues]
     return {f"{name}/channel_mean[{c}]": FeatureValues(np.ascontiguousarray(means[:, c])) for c in channels}
 
 
-def _columns(name: str, table: np.ndarray) -> dict[str, FeatureValues]:
+def _columns(name: str, table: np.ndarray, discrete: bool = False) -> dict[str, FeatureValues]:
     return {
-        f"{name}/col[{c}]": FeatureValues(table[:, c].astype(np.float64))
+        f"{name}/col[{c}]": FeatureValues(table[:, c].astype(np.float64), discrete=discrete)
         for c in _spread_indices(table.shape[1])
     }
 

@@ -16,7 +16,13 @@ from typing import Any, cast
 
 import numpy as np
 
-from models.stats.binning import categorical_edges, check_edges, count_in_bins, freeze_bin_edges
+from models.stats.binning import (
+    categorical_edges,
+    check_edges,
+    count_in_bins,
+    freeze_bin_edges,
+    value_bin_edges,
+)
 from models.stats.features import (
     FeatureKind,
     FeatureValues,
@@ -230,7 +236,9 @@ def build_reference_stats(
     several columns). Class features get one bin per class; the others ``n_bins`` quantile bins.
     Here every array holds its samples on axis 0; ``batch_axes`` records, for the tensors that are
     served otherwise, the axis that counts samples as served (None: a tensor without one, such
-    as a scalar, counts as one sample per call), so the agent reads live traffic the same way.
+    as a scalar, is one value shared by every sample of a call), so the agent reads live traffic
+    the same way. An integer tensor's values, and a tensor without a batch axis, get a value
+    histogram (one bin per value seen, one per gap) when they take at most ``n_bins`` integer values.
     """
     layouts = layouts or {}
     tensors: list[TensorReference] = []
@@ -280,7 +288,9 @@ def _freeze(name: str, tensor: TensorReference, extracted: FeatureValues, n_bins
         raise ValueError(f"feature {name!r} has no finite reference values")
     categorical = extracted.categories is not None
     edges = (
-        categorical_edges(extracted.categories) if extracted.categories else freeze_bin_edges(finite, n_bins)
+        categorical_edges(extracted.categories)
+        if extracted.categories
+        else _edges(tensor, extracted, finite, n_bins)
     )
     return FeatureReference(
         name=name,
@@ -291,3 +301,13 @@ def _freeze(name: str, tensor: TensorReference, extracted: FeatureValues, n_bins
         moments=Moments.of(finite),
         categorical=categorical,
     )
+
+
+def _edges(tensor: TensorReference, extracted: FeatureValues, finite: np.ndarray, n_bins: int) -> np.ndarray:
+    """Quantile bins; a value histogram for an integer tensor's values or a tensor without a batch
+    axis (a sample rate, a mode flag), whose few values are settings rather than measurements."""
+    if extracted.discrete or tensor.batch_axis is None:
+        edges = value_bin_edges(finite, n_bins)
+        if edges is not None:
+            return edges
+    return freeze_bin_edges(finite, n_bins)

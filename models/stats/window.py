@@ -154,27 +154,37 @@ def count_window(
     """Count one batch of traffic into the reference's bins.
 
     Tensors the reference does not know are ignored; features of tensors not given are left out
-    of the window (merging with a fuller window keeps them).
+    of the window (merging with a fuller window keeps them). A tensor without a batch axis (a
+    scalar sample rate) is counted once for each sample of the call, which all share its value.
     """
     given = {**(inputs or {}), **(outputs or {})}
     features: dict[str, WindowCounts] = {}
-    samples = 0
+    samples = request_samples(reference, given)
     for tensor in reference.tensors:
         if tensor.name not in given:
             continue
-        array = np.asarray(given[tensor.name])
-        samples = max(samples, tensor.samples(array))
-        extracted = tensor.extract(array, reference.seed)
+        extracted = tensor.extract(np.asarray(given[tensor.name]), reference.seed)
         names = [name for name in extracted if name in reference.features]
         if not names:
             continue
         # One (features × samples) matrix per tensor: a few numpy calls in all, not a few per feature.
         values = np.stack([np.asarray(extracted[name].values, dtype=np.float64) for name in names])
+        if tensor.batch_axis is None and samples > 1:
+            # A scalar is shared by every sample of the call; the reference counted it per sample too.
+            values = np.repeat(values, samples, axis=1)
         interiors = [reference.features[name].edges[1:-1] for name in names]
         features.update(zip(names, count_rows(interiors, values), strict=True))
     return DriftWindow(
         reference=reference.fingerprint(), features=features, samples=samples, start=start, end=end
     )
+
+
+def request_samples(reference: ReferenceStats, given: Mapping[str, np.ndarray]) -> int:
+    """Samples in one call: the largest count along a batch axis (1 when only tensors without
+    one are given, 0 when none the reference knows)."""
+    known = [tensor for tensor in reference.tensors if tensor.name in given]
+    batched = [tensor.samples(given[tensor.name]) for tensor in known if tensor.batch_axis is not None]
+    return max(batched, default=1 if known else 0)
 
 
 def count_rows(interiors: Sequence[np.ndarray], values: np.ndarray) -> list[WindowCounts]:

@@ -1,4 +1,5 @@
-"""The fallback chain for real: a too-strict tolerance walks int8 calibrations, then fp16."""
+"""The fallback chain for real: a too-strict tolerance walks int8 calibrations, the other formats'
+int8, then fp16."""
 
 from __future__ import annotations
 
@@ -42,9 +43,16 @@ def test_a_too_strict_tolerance_walks_the_chain_and_reports_every_attempt(worksp
         benchmark_iterations=2,
     )
     result = report.profile("raspberry-pi-5")
-    labels = [(a.label, a.decision) for a in result.attempts]
-    assert labels[:2] == [("int8/minmax", "rejected"), ("int8/histogram", "rejected")]
-    assert labels[-1][1] == "packaged" and labels[-1][0] in ("fp16", "fp32")
+    labels = [(a.format.value, a.label, a.decision) for a in result.attempts]
+    assert labels[:2] == [("tflite", "int8/minmax", "rejected"), ("tflite", "int8/histogram", "rejected")]
+    # Before any float: the int8 of the Pi's other format, ONNX Runtime, every calibration of it.
+    int8_elsewhere = [label for fmt, label, _ in labels[2:] if fmt == "onnx"]
+    assert int8_elsewhere[:3] == ["int8/minmax", "int8/entropy", "int8/percentile"]
+    assert all(label.startswith("int8") for label in int8_elsewhere), labels
+    floats = [i for i, (_, label, _) in enumerate(labels) if not label.startswith("int8")]
+    assert floats and min(floats) > max(i for i, (fmt, _, _) in enumerate(labels) if fmt == "onnx")
+    assert labels[-1][0] == "tflite" and labels[-1][2] == "packaged" and labels[-1][1] in ("fp16", "fp32")
+    assert result.format is not None and result.format.value == "tflite"
     assert all(any("cosine" in r for r in a.reasons) for a in result.attempts[:2])
     assert result.bundle is not None
     manifest = verify_bundle(Path(result.bundle.path), [workspace["public"]]).manifest

@@ -29,32 +29,13 @@ from models.bundle import extract_bundle, generate_keypair, load_public_key, ver
 from models.bundle.manifest import Manifest
 from models.stats import ReferenceStats, count_window
 from tests.support.agent_process import running_agent
+from tests.support.tiny_vad import CHUNK, HIDDEN, INPUTS, NAME, TinyVad
+from tests.support.tiny_vad import chunks as _chunks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ONNX_PROFILE, INTEL, PI = "generic-x86", "intel-x86-openvino", "raspberry-pi-5"
 PROFILES = (ONNX_PROFILE, INTEL, PI)
-NAME = "tiny-vad"
-CHUNK, HIDDEN = 64, 8
-INPUTS = ["input:Nx64:float32", "state:2xNx8:float32", "sr::int64"]
-
-
-class TinyVad(torch.nn.Module):
-    """Two stacked tanh cells over a chunk; the sample rate scales the chunk's projection."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.project = torch.nn.Linear(CHUNK, HIDDEN)
-        self.recur = torch.nn.Linear(HIDDEN, HIDDEN)
-        self.head = torch.nn.Linear(HIDDEN, 1)
-
-    def forward(
-        self, input: torch.Tensor, state: torch.Tensor, sr: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.project(input) * (sr.to(torch.float32) / 16000.0)
-        first = torch.tanh(x + self.recur(state[0]))
-        second = torch.tanh(first + self.recur(state[1]))
-        return torch.sigmoid(self.head(second)), torch.stack([first, second])
 
 
 @dataclass(frozen=True)
@@ -74,13 +55,6 @@ class Converted:
                 torch.from_numpy(chunk), torch.from_numpy(state), torch.tensor(sr, dtype=torch.int64)
             )
         return {"prob": prob.numpy(), "stateN": new.numpy()}
-
-
-def _chunks(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    chunk = rng.standard_normal((count, CHUNK)).astype(np.float32)
-    state = (0.5 * rng.standard_normal((2, count, HIDDEN))).astype(np.float32)  # samples on axis 1
-    return chunk, state
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Every kind of source converts: .pt2, TorchScript, ONNX with external data, and SavedModels.
+"""Every kind of source converts: .pt2, TorchScript, ONNX with external data, and SavedModels
+(to TFLite, OpenVINO and, through tf2onnx, ONNX).
 
 (Keras ``.keras`` models and ONNX → TFLite are covered by ``test_converter_matrix``.)
 """
@@ -196,25 +197,54 @@ def test_a_keras_saved_model_converts_to_tflite_openvino_and_the_edge_tpu(
     assert coral.inputs[0].dtype == "int8" and coral.outputs[0].dtype == "int8"
 
 
-def test_a_saved_model_cannot_become_onnx_and_says_what_to_do(
-    workspace: dict[str, Any], saved_models: dict[str, Path]
+@pytest.mark.parametrize("kind", ["keras", "plain"])
+def test_a_saved_model_becomes_onnx_through_tf2onnx(
+    workspace: dict[str, Any], saved_models: dict[str, Path], kind: str
 ) -> None:
-    from converter import ConversionError
+    """Jetson runs only ONNX: a SavedModel (a Keras export, or a plain tf.Module with renamed outputs)
+    converts, keeps its input name and the promised output name, and answers like TensorFlow."""
+    from edge_agent.runtimes import open_bundle_session
+    from models.bundle import extract_bundle
 
-    calib, evaluation = get_reference("digits-keras").write_data(workspace["root"] / "saved-data-onnx")
-    with pytest.raises(ConversionError) as caught:
-        convert(
-            str(saved_models["keras"]),
-            ["jetson-orin-nano"],
-            calib,
-            evaluation,
-            workspace["root"] / "saved-onnx",
-            workspace["key"],
-        )
-    error = caught.value
-    assert (error.step, error.format, error.profile) == ("plan", "onnx", "jetson-orin-nano")
-    assert "tf2onnx" in error.message and "not installed" in error.message
-    assert "tf2onnx.convert --saved-model" in error.hint and ".onnx" in error.hint
+    reference = get_reference("digits-keras")
+    if kind == "keras":
+        calib, evaluation = reference.write_data(workspace["root"] / "saved-data-onnx")
+        name = "input"
+    else:
+        rng = np.random.default_rng(3)
+        calib = workspace["root"] / "plain-calib.npz"
+        evaluation = workspace["root"] / "plain-eval.npz"
+        np.savez(calib, pixels=rng.random((16, 64), dtype=np.float32))
+        np.savez(evaluation, pixels=rng.random((32, 64), dtype=np.float32))
+        name = "pixels"
+    report = convert(
+        str(saved_models[kind]),
+        ["jetson-orin-nano"],
+        calib,
+        evaluation,
+        workspace["root"] / f"saved-onnx-{kind}",
+        workspace["key"],
+        output_names=["logits"],
+        benchmark_iterations=2,
+    )
+    result = report.profile("jetson-orin-nano")
+    assert result.bundle is not None, result.error
+    assert result.chosen is not None and result.chosen.format is ModelFormat.ONNX
+    bundle = verify_bundle(Path(result.bundle.path), [workspace["public"]])
+    assert [t.name for t in bundle.manifest.inputs] == [name]
+    assert [t.name for t in bundle.manifest.outputs] == ["logits"]
+    source = load_source(str(saved_models[kind]), output_names=["logits"])
+    samples = dict(np.load(evaluation))
+    first = {name: samples[name][:4]}
+    extracted = extract_bundle(
+        Path(result.bundle.path), workspace["root"] / f"x-{kind}", [workspace["public"]]
+    )
+    with open_bundle_session(extracted.directory, extracted.manifest) as session:
+        served = session.infer(first)["logits"]
+    expected = source.run(first)["logits"]
+    # fp16 on Jetson: compare the scores' ranking and size, not bits.
+    assert served.shape == expected.shape
+    np.testing.assert_allclose(served, expected, rtol=0.05, atol=0.05 * float(np.abs(expected).max()))
 
 
 def test_a_broken_saved_model_directory_is_a_load_error(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ must say why.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,16 @@ def _convert(key: str, root: Path, profiles: list[str]) -> tuple[ConversionRepor
         )
     except ConversionFailed as exc:  # some profile failed: the table says whether it should
         report = exc.report
+    _keep_report(key, root / "out" / "report.json")
     return report, load_public_key(public)
+
+
+def _keep_report(key: str, report: Path) -> None:
+    """Copy the report to ``$EDGEFLEET_CORPUS_REPORTS/KEY.json``, for ``tests.support.corpus_record``."""
+    keep = os.environ.get("EDGEFLEET_CORPUS_REPORTS")
+    if keep and report.is_file():
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(report, Path(keep) / f"{key}.json")
 
 
 def test_every_model_in_the_table_is_in_the_corpus() -> None:

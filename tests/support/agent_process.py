@@ -37,6 +37,13 @@ def agent_command() -> list[str]:
     return [sys.executable, "-m", "edgefleet.cli.agent", "serve"]
 
 
+def reporting_agent_command() -> list[str]:
+    """``edgefleet agent run``: the same serving, plus status, metrics and drift windows over MQTT."""
+    from tests.support.telemetry import agent_command as run_command
+
+    return run_command()
+
+
 @dataclass
 class AgentProcess:
     process: subprocess.Popen[bytes]
@@ -115,16 +122,24 @@ def start_agent(
     env: Mapping[str, str] | None = None,
     with_uds: bool = True,
     timeout: float = 120.0,
+    command: Sequence[str] | None = None,
 ) -> AgentProcess:
-    """Start an agent serving ``bundles`` and wait until it is ready."""
+    """Start an agent serving ``bundles`` and wait until it is ready.
+
+    ``command`` replaces ``agent_command()``: ``reporting_agent_command()`` also reports to a
+    fleet over MQTT (pass ``--mqtt``, ``--device-id`` and ``--fleet`` in ``extra``).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     socket_dir = Path(tempfile.mkdtemp(prefix="efa-", dir="/tmp")) if with_uds else None
     uds = socket_dir / "agent.sock" if socket_dir is not None else None
     log_path = workdir / f"agent-{time.monotonic_ns()}.log"
-    command = agent_command() + serve_args(bundles, trusted_key, workdir / "data", uds=uds, extra=extra)
+    argv = [
+        *(command or agent_command()),
+        *serve_args(bundles, trusted_key, workdir / "data", uds=uds, extra=extra),
+    ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
     agent = AgentProcess(process, log_path, None, None, socket_dir)
     deadline = time.monotonic() + timeout
@@ -165,9 +180,10 @@ def running_agent(
     *,
     extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    command: Sequence[str] | None = None,
 ) -> Iterator[AgentProcess]:
     """``start_agent`` as a context manager that always stops (and if need be kills) the process."""
-    agent = start_agent(bundles, trusted_key, workdir, extra=extra, env=env)
+    agent = start_agent(bundles, trusted_key, workdir, extra=extra, env=env, command=command)
     try:
         yield agent
     finally:

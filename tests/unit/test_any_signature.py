@@ -283,7 +283,7 @@ def test_outputs_join_along_their_batch_axis() -> None:
 # --- drift features ---------------------------------------------------------------------------
 
 
-def test_drift_reads_a_state_by_its_batch_axis_and_a_scalar_as_one_sample_per_call() -> None:
+def test_drift_reads_a_state_by_its_batch_axis_and_a_scalar_once_per_sample_sharing_it() -> None:
     rng = np.random.default_rng(2)
     state = rng.standard_normal((40, 2, 3)).astype(np.float32)  # samples first, as the converter gives
     sr = np.full(40, 16000, np.int64)
@@ -294,7 +294,7 @@ def test_drift_reads_a_state_by_its_batch_axis_and_a_scalar_as_one_sample_per_ca
     served = np.moveaxis(state[:6], 0, 1)  # [2, 6, 3], as a client sends it
     window = count_window(again, {"state": served, "sr": np.array(16000)})
     assert window.samples == 6
-    assert sum(window.features["sr/value"].counts) == 1
+    assert sum(window.features["sr/value"].counts) == 6  # the six samples share the one rate
     assert sum(next(c for n, c in window.features.items() if n.startswith("state/")).counts) == 6
 
 

@@ -121,17 +121,73 @@ def test_the_first_passing_attempt_is_packaged_and_the_chain_stops(tmp_path: Pat
     assert workflow.errors == []
 
 
-def test_a_missed_int8_tries_the_next_calibration_then_fp16(tmp_path: Path) -> None:
+def chain(result: Any) -> list[tuple[str, str, str]]:
+    return [(a.format.value, a.label, a.decision) for a in result.attempts]
+
+
+def test_a_missed_int8_tries_the_next_calibration_then_the_other_formats_int8(tmp_path: Path) -> None:
     outcomes: dict[str, float | str] = {"tflite int8/minmax": 0.90, "tflite int8/histogram": 0.95}
     _, results, package, progress = run_workflow(tmp_path, ["raspberry-pi-5"], outcomes)
-    assert decisions(results[0]) == [
-        ("int8/minmax", "rejected"),
-        ("int8/histogram", "rejected"),
-        ("fp16", "packaged"),
+    assert chain(results[0]) == [
+        ("tflite", "int8/minmax", "rejected"),
+        ("tflite", "int8/histogram", "rejected"),
+        ("onnx", "int8/minmax", "packaged"),
     ]
     assert any("top1_agreement 0.9" in reason for reason in results[0].attempts[0].reasons)
-    assert package.packaged == ["raspberry-pi-5 fp16"]
+    assert results[0].format is not None and results[0].format.value == "onnx"
+    assert "tflite int8 missed; onnx int8 passed" in results[0].plan_notes
+    assert package.packaged == ["raspberry-pi-5 int8/minmax"]
     assert sum("missed" in m for m in progress.messages) == 2
+
+
+def test_when_no_format_reaches_int8_the_first_format_falls_back_to_fp16(tmp_path: Path) -> None:
+    outcomes: dict[str, float | str] = {
+        "tflite int8/minmax": 0.90,
+        "tflite int8/histogram": 0.95,
+        "onnx int8/minmax": 0.91,
+        "onnx int8/entropy": "error:quantize",
+        "onnx int8/percentile": 0.92,
+    }
+    _, results, package, _ = run_workflow(tmp_path, ["raspberry-pi-5"], outcomes)
+    assert chain(results[0]) == [
+        ("tflite", "int8/minmax", "rejected"),
+        ("tflite", "int8/histogram", "rejected"),
+        ("onnx", "int8/minmax", "rejected"),
+        ("onnx", "int8/entropy", "failed"),
+        ("onnx", "int8/percentile", "rejected"),
+        ("tflite", "fp16", "packaged"),
+    ]
+    assert results[0].format is not None and results[0].format.value == "tflite"
+    assert package.packaged == ["raspberry-pi-5 fp16"]
+
+
+def test_an_export_failure_of_the_other_format_is_noted_and_the_chain_goes_on(tmp_path: Path) -> None:
+    outcomes: dict[str, float | str] = {
+        "tflite int8/minmax": 0.90,
+        "tflite int8/histogram": 0.95,
+        "onnx int8/minmax": "error:export",
+    }
+    _, results, package, _ = run_workflow(tmp_path, ["raspberry-pi-5"], outcomes)
+    assert [label for _, label, _ in chain(results[0])][-2:] == ["int8/minmax", "fp16"]
+    assert any("onnx int8 not built" in note for note in results[0].plan_notes)
+    assert package.packaged == ["raspberry-pi-5 fp16"]
+
+
+def test_degraded_packages_the_closest_attempt_of_any_format_with_its_plan(tmp_path: Path) -> None:
+    """The chain ended in TFLite, but ONNX int8 came closest: it is packaged, as ONNX."""
+    outcomes: dict[str, float | str] = {
+        "tflite int8/minmax": 0.90,
+        "tflite int8/histogram": 0.91,
+        "onnx int8/minmax": 0.97,
+        "onnx int8/entropy": 0.97,
+        "onnx int8/percentile": 0.97,
+        "tflite fp16": 0.92,
+        "tflite fp32": 0.93,
+    }
+    _, results, package, _ = run_workflow(tmp_path, ["raspberry-pi-5"], outcomes, allow_degraded=True)
+    assert results[0].status == "degraded"
+    assert package.packaged == ["raspberry-pi-5 int8/minmax"]
+    assert results[0].format is not None and results[0].format.value == "onnx"
 
 
 def test_a_failed_build_is_recorded_and_the_chain_goes_on(tmp_path: Path) -> None:

@@ -239,23 +239,29 @@ def test_a_precision_the_format_cannot_build_is_skipped_with_a_note(monkeypatch:
 
 
 @pytest.mark.parametrize("kind", [SourceKind.KERAS, SourceKind.SAVED_MODEL])
-def test_tensorflow_sources_reach_tflite_and_openvino_and_onnx_needs_tf2onnx(kind: SourceKind) -> None:
+def test_tensorflow_sources_reach_every_format(kind: SourceKind) -> None:
     facts = ModelFacts(source_kind=kind, has_conv=True)
     pi = plan_target(load_profile("raspberry-pi-5"), facts)
     assert pi.format is ModelFormat.TFLITE
     assert _labels(pi) == ["int8/converter", "fp16", "fp32"]
     assert plan_target(load_profile("intel-x86-openvino"), facts).format is ModelFormat.OPENVINO
-    with pytest.raises(ConversionError) as caught:
-        plan_target(load_profile("jetson-orin-nano"), facts)
-    assert kind.value in caught.value.message and "tf2onnx" in caught.value.message
-    assert "tf2onnx.convert" in caught.value.hint and ".onnx" in caught.value.hint
-    # A profile with another format moves on to it, and says why ONNX was skipped.
-    intel = plan_target(
+    # ONNX goes through tf2onnx, and calibrates with ONNX Runtime's own methods.
+    jetson = plan_target(load_profile("jetson-orin-nano"), facts)
+    assert jetson.format is ModelFormat.ONNX
+    onnx_first = plan_target(
         load_profile("intel-x86-openvino"), facts, formats=[ModelFormat.ONNX, ModelFormat.OPENVINO]
     )
-    assert intel.format is ModelFormat.OPENVINO
-    assert any("onnx skipped" in note and "tf2onnx" in note for note in intel.notes)
+    assert onnx_first.format is ModelFormat.ONNX
+    assert calibration_methods(ModelFormat.ONNX, kind) == CALIBRATION_METHODS[ModelFormat.ONNX]
     assert calibration_methods(ModelFormat.OPENVINO, kind) == CALIBRATION_METHODS[ModelFormat.OPENVINO]
+
+
+def test_torchscript_cannot_reach_tflite_and_the_plan_says_what_can() -> None:
+    facts = ModelFacts(source_kind=SourceKind.TORCHSCRIPT)
+    with pytest.raises(ConversionError) as caught:
+        plan_target(load_profile("coral-edgetpu"), facts)
+    assert "torchscript" in caught.value.message and "tflite" in caught.value.message
+    assert "onnx and openvino from any source" in caught.value.hint
 
 
 def test_dynamic_int8_onnx_is_refused_for_a_cnn_and_planned_for_an_mlp() -> None:
