@@ -269,9 +269,10 @@ def _export_openvino(source: SourceModel, directory: Path, batch: int | None, on
     from converter.exporters.saved_model import resign_saved_model
     from converter.exporters.tflite_export import keras_export_model
 
-    names = [s.name for s in source.outputs]
+    # The IR's tensors are named as the source's (OpenVINO may give a tensor several names).
+    inputs, outputs = [s.name for s in source.inputs], [s.name for s in source.outputs]
     if onnx_base is not None:
-        return export_openvino(directory, onnx=onnx_base)
+        return export_openvino(directory, onnx=onnx_base, input_names=inputs, output_names=outputs)
     if source.kind is SourceKind.SAVED_MODEL:
         try:
             with quiet():
@@ -283,12 +284,12 @@ def _export_openvino(source: SourceModel, directory: Path, batch: int | None, on
                 format=ModelFormat.OPENVINO.value,
                 hint="check that its serving_default signature runs on the calibration inputs",
             ) from exc
-        path = export_openvino(directory, saved_model=resigned, output_names=names)
+        path = export_openvino(directory, saved_model=resigned, input_names=inputs, output_names=outputs)
         shutil.rmtree(directory / "source")  # the IR does not refer to it
         return path
     with quiet():
         wrapped = keras_export_model(source, batch, dict_outputs=False)
-    return export_openvino(directory, keras_model=wrapped, output_names=names)
+    return export_openvino(directory, keras_model=wrapped, input_names=inputs, output_names=outputs)
 
 
 # --- quantize -----------------------------------------------------------------------------------

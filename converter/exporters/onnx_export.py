@@ -370,7 +370,6 @@ def _quantize_static(
     """Quantize ``base`` into ``out``; return the notes for the report (opset upgrade, per-tensor)."""
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in _ORT_METHODS:
         raise ConversionError(
@@ -383,11 +382,7 @@ def _quantize_static(
     upgraded = directory / "upgraded.onnx"
     cache = directory / "calibration.json"
     qdq = qdq_opset(base, upgraded, per_channel=constraints.per_channel)
-    start = upgraded if qdq.upgraded else base
-    try:
-        quant_pre_process(str(start), str(prepared), skip_symbolic_shape=True)
-    except Exception:  # pre-processing only helps: quantize the model as it is
-        shutil.copyfile(start, prepared)
+    prepare_for_qdq(upgraded if qdq.upgraded else base, prepared)
     reader = _Reader(calibration, _static_batch(base))
     ort_method = getattr(OrtMethod, _ORT_METHODS[method])
     if method is CalibrationMethod.ENTROPY:
@@ -417,6 +412,67 @@ def _quantize_static(
         for written in directory.glob(f"{upgraded.name}*"):  # with its external data, if it has any
             written.unlink()
     return qdq.notes
+
+
+def prepare_for_qdq(model_path: Path, prepared: Path) -> None:
+    """``quant_pre_process`` (shape inference, graph clean-up), then each bias made the node's own.
+
+    Pre-processing only helps: a model it fails on is quantized as it is.
+    """
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+    except Exception:
+        shutil.copyfile(model_path, prepared)
+    model = onnx.load(str(prepared), load_external_data=True)
+    if unshare_biases(model):
+        save_onnx(model, prepared)
+
+
+# The ops whose input 2 ONNX Runtime's QDQ quantizer treats as a bias.
+_BIAS_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
+
+
+def unshare_biases(model: Any) -> int:
+    """Give each Conv, ConvTranspose and Gemm a bias initializer of its own; return the copies made.
+
+    ONNX Runtime's QDQ quantizer copies a bias that two nodes share itself, naming the copy
+    ``{bias}{n}`` after the initializers alone, so the name can be another tensor's: in
+    basic-pitch (tf2onnx) the bias ``conv1d_25;conv1d_25`` copied as ``conv1d_25;conv1d_252``,
+    the name of a Conv's output, and the node that read that output read the bias instead (ONNX
+    Runtime then refused the model: ``Invalid attribute perm``). Copies made here get names no
+    tensor, node or initializer has.
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    taken = _graph_names(model)
+    owned: set[str] = set()
+    copies = 0
+    for node in model.graph.node:
+        if node.op_type not in _BIAS_OPS or len(node.input) < 3 or node.input[2] not in initializers:
+            continue
+        bias = node.input[2]
+        if bias not in owned:
+            owned.add(bias)
+            continue
+        copy = model.graph.initializer.add()
+        copy.CopyFrom(initializers[bias])
+        copy.name = _free_name(f"{bias}_copy", taken)
+        taken.add(copy.name)
+        node.input[2] = copy.name
+        copies += 1
+    return copies
+
+
+def _graph_names(model: Any) -> set[str]:
+    graph = model.graph
+    names = {i.name for i in graph.initializer} | {v.name for v in [*graph.input, *graph.output]}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        names.add(node.name)
+    return names
 
 
 # Per-channel QDQ writes DequantizeLinear (and QuantizeLinear) with an ``axis``, which ONNX added in
@@ -604,7 +660,6 @@ class StaticQuantizer:
         import onnx
         from onnxruntime.quantization.calibrate import CalibrationMethod as OrtMethod
         from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-        from onnxruntime.quantization.shape_inference import quant_pre_process
 
         self.base = base
         self.constraints = constraints
@@ -617,13 +672,9 @@ class StaticQuantizer:
         upgraded = directory / "upgraded.onnx"
         qdq = qdq_opset(base, upgraded, per_channel=constraints.per_channel)
         self.per_channel, self.notes = qdq.per_channel, list(qdq.notes)
-        start = upgraded if qdq.upgraded else base
         try:
             with quiet():
-                try:
-                    quant_pre_process(str(start), str(self.prepared), skip_symbolic_shape=True)
-                except Exception:  # pre-processing only helps: quantize the model as it is
-                    shutil.copyfile(start, self.prepared)
+                prepare_for_qdq(upgraded if qdq.upgraded else base, self.prepared)
         finally:
             for written in directory.glob(f"{upgraded.name}*"):
                 written.unlink()

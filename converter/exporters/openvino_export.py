@@ -5,6 +5,11 @@
 range estimator per calibration method, or ``nncf.quantize_with_accuracy_control``, which keeps
 the layers that cost the most accuracy in float until the drop fits the profile's tolerance.
 
+The IR's inputs and outputs carry exactly the source model's names (``name_ports``). OpenVINO
+gives a tensor every name it had on the way: an ONNX input that goes straight into a Cast is
+named both ``in_cache0`` and ``/encoder/.../Cast_output_0``, and ``get_any_name`` may pick the
+Cast's, which no client knows.
+
 Conversion names some nodes with a process-wide counter (``Constant_27877``), so the same model
 converted twice in one process would differ byte for byte. ``canonical_names`` renumbers those
 names in graph order, which makes the IR a function of its inputs alone.
@@ -46,9 +51,12 @@ def export_openvino(
     onnx: Path | None = None,
     saved_model: Path | None = None,
     keras_model: Any = None,
+    input_names: list[str] | None = None,
     output_names: list[str] | None = None,
 ) -> Path:
     """Convert the fp32 ONNX model, SavedModel directory or Keras model to ``directory/model.xml``.
+
+    ``input_names`` and ``output_names`` (the source's, in order) become the IR's tensor names.
 
     ``ov.convert_model`` (not ``Core.read_model``) also runs the offline graph transformations,
     BatchNorm folding and friends, which gives a smaller, faster model to quantize.
@@ -67,8 +75,10 @@ def export_openvino(
                 format=_FORMAT,
                 hint="an operator has no OpenVINO translation: pick another --format for this profile",
             ) from exc
+        if input_names is not None:
+            name_ports(model.inputs, input_names, "inputs")
         if output_names is not None:
-            name_outputs(model, output_names)
+            name_ports(model.outputs, output_names, "outputs")
         canonical_names(model)
         ov.save_model(model, str(directory / MODEL_FILE), compress_to_fp16=False)
     _scrub_paths(directory / MODEL_FILE)
@@ -120,17 +130,17 @@ def build_openvino(
     )
 
 
-def name_outputs(model: Any, names: list[str]) -> None:
-    """Give each output exactly its bundle name.
+def name_ports(ports: Any, names: list[str], role: str) -> None:
+    """Give each input or output port exactly one name: its name in the source.
 
-    A port that already carries one of ``names`` among its tensor names keeps that one (a
-    SavedModel's signature keys); the rest are named in order (Keras names outputs after
-    internal tensors, ``keras_tensor_27``).
+    A port that already carries one of ``names`` among its tensor names keeps that one alone (an
+    ONNX input also named after the Cast it feeds; a SavedModel's signature keys); the rest are
+    named in order (Keras names outputs after internal tensors, ``keras_tensor_27``).
     """
-    ports = list(model.outputs)
+    ports = list(ports)
     if len(ports) != len(names):
         raise ConversionError(
-            f"OpenVINO sees {len(ports)} outputs, the source {len(names)}",
+            f"OpenVINO sees {len(ports)} {role}, the source {len(names)}",
             step="export",
             format=_FORMAT,
             hint="this is a converter bug worth reporting; meanwhile pick another --format",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,13 @@ class OpenVINOSession(BaseSession):
                 if not key.isupper()
             ]
             compiled, device = self._compile(core, model_path, candidates, threads, extra, notes)
-        model_inputs = [_spec(port, f"input_{i}", name) for i, port in enumerate(compiled.inputs)]
-        model_outputs = [_spec(port, f"output_{i}", name) for i, port in enumerate(compiled.outputs)]
+        # The manifest's names pick among a port's names (see port_name).
+        wanted_in = {s.name for s in signature[0]} if signature else set()
+        wanted_out = {s.name for s in signature[1]} if signature else set()
+        model_inputs = [_spec(port, f"input_{i}", name, wanted_in) for i, port in enumerate(compiled.inputs)]
+        model_outputs = [
+            _spec(port, f"output_{i}", name, wanted_out) for i, port in enumerate(compiled.outputs)
+        ]
         inputs, outputs = reconcile_signature(model_inputs, model_outputs, signature, model=name)
         casts = runtime_dtypes([*model_inputs, *model_outputs], [*inputs, *outputs])
         super().__init__(
@@ -238,11 +244,24 @@ def _execution_devices(compiled: Any, device: str) -> str:
         return device
 
 
-def _spec(port: Any, fallback_name: str, model: str) -> TensorSpec:
+def port_name(port: Any, fallback_name: str, wanted: AbstractSet[str] = frozenset()) -> str:
+    """The name clients use for ``port``: the one of its names the manifest declares, if any.
+
+    OpenVINO gives a tensor every name it had in the source graph (an ONNX input that feeds a
+    Cast is also called after the Cast's output), and ``get_any_name`` may pick one no client
+    knows; IRs from older converters still name them so.
+    """
+    declared = sorted(set(port.get_names()) & wanted)
+    if declared:
+        return declared[0]
     try:
-        name = port.get_any_name()
+        return str(port.get_any_name())
     except RuntimeError:
-        name = fallback_name  # an unnamed tensor: clients address it by position-derived name
+        return fallback_name  # an unnamed tensor: clients address it by position-derived name
+
+
+def _spec(port: Any, fallback_name: str, model: str, wanted: AbstractSet[str] = frozenset()) -> TensorSpec:
+    name = port_name(port, fallback_name, wanted)
     element = port.get_element_type().get_type_name()
     shape = port.get_partial_shape()
     if shape.rank.is_dynamic:
