@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from converter import ConversionError, ConversionReport, convert
+from converter import ConversionReport, convert
 from converter.workflow import ConversionFailed
 from edge_agent.api import LocalInference
 from edge_agent.ota.health import load_golden, run_golden
@@ -65,14 +65,13 @@ def _keep_report(key: str, report: Path) -> None:
 
 def test_every_model_in_the_table_is_in_the_corpus() -> None:
     assert set(EXPECTED) == set(MODELS)
+    # Every model is planned for every profile: a profile refused before building would be a gap.
+    statuses = {want["status"] for entries in EXPECTED.values() for want in entries.values()}
+    assert statuses <= {"packaged", "degraded", "failed"}, statuses
 
 
 def _planned(key: str) -> list[str]:
-    return [profile for profile, want in EXPECTED[key].items() if want["status"] != "refused"]
-
-
-def _refused(key: str) -> list[str]:
-    return [profile for profile, want in EXPECTED[key].items() if want["status"] == "refused"]
+    return list(EXPECTED[key])
 
 
 @pytest.mark.parametrize("key", sorted(EXPECTED))
@@ -139,14 +138,3 @@ def _serve_and_check_golden(
         assert set(served) == set(golden.expected), where
         for name, value in served.items():
             assert np.all(np.isfinite(value)), f"{where}: {name} served non-finite values"
-
-
-@pytest.mark.parametrize(
-    ("key", "profile"), [(key, profile) for key in sorted(EXPECTED) for profile in _refused(key)]
-)
-def test_the_model_is_refused_as_recorded(key: str, profile: str, tmp_path: Path) -> None:
-    """A profile the converter refuses before building anything (the plan), for the recorded reason."""
-    want = EXPECTED[key][profile]
-    with pytest.raises(ConversionError) as caught:
-        _convert(key, tmp_path, [profile])
-    assert want["error_contains"] in str(caught.value), want["reason"]
