@@ -385,7 +385,7 @@ def _convert(key: str, root: Path, private: Path) -> tuple[Any | None, dict[str,
     model = MODELS[key]
     calibration, evaluation = model.data(root, model.calibration, model.evaluation)
     kwargs = model.convert_kwargs()
-    for name in ("precisions", "calibrations", "formats"):  # the cells choose these
+    for name in ("precisions", "calibrations", "formats", "mixed_precision"):  # the cells choose these
         kwargs.pop(name, None)
     refused: dict[str, str] = {}
     formats = list(FORMATS)
