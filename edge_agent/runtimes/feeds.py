@@ -55,17 +55,22 @@ def prepare_feeds(
     for name, runtime_dtype in (runtime_dtypes or {}).items():
         if name in prepared:
             prepared[name] = narrow_feed(name, prepared[name], runtime_dtype)
-    batches = {
-        spec.name: prepared[spec.name].shape[spec.batch_axis]
-        for spec in specs
-        if spec.batch_axis is not None and prepared[spec.name].ndim > spec.batch_axis
-    }
+    batches = feed_batches(specs, prepared)
     if batch_loop and len(set(batches.values())) > 1:
         raise InvalidInput(
             f"the inputs carry different batch sizes {batches}",
             hint="send the same number of samples in every input",
         )
     return prepared, (next(iter(batches.values())) if batches else None)
+
+
+def feed_batches(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Each given input's sample count, along its own batch axis (a state's axis 1; a scalar has none)."""
+    return {
+        spec.name: int(feeds[spec.name].shape[spec.batch_axis])
+        for spec in specs
+        if spec.batch_axis is not None and spec.name in feeds and feeds[spec.name].ndim > spec.batch_axis
+    }
 
 
 def prepare_feed(spec: TensorSpec, value: Any, *, raw: bool, batch_loop: bool = True) -> np.ndarray:

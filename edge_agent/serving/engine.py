@@ -20,6 +20,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.runtimes import RuntimeSession, open_bundle_session
+from edge_agent.runtimes.feeds import feed_batches
 from edge_agent.serving.codec import datatype_of, decode_raw, decode_typed
 from edge_agent.serving.errors import (
     InferenceError,
@@ -336,11 +337,5 @@ class InferenceEngine:
 
 
 def _request_samples(model: ServedModel, feeds: Mapping[str, np.ndarray]) -> int:
-    """Samples in a request: each input counts along its own batch axis (a recurrent state carries
-    the batch on axis 1; a scalar has none). 1 when no input has a batch axis."""
-    counts = [
-        int(feeds[spec.name].shape[spec.batch_axis])
-        for spec in model.installed.manifest.inputs
-        if spec.batch_axis is not None and spec.name in feeds and feeds[spec.name].ndim > spec.batch_axis
-    ]
-    return max(counts, default=1)
+    """Samples in a request, each input counted along its own batch axis; 1 when none has one."""
+    return max(feed_batches(model.installed.manifest.inputs, feeds).values(), default=1)
